@@ -1,0 +1,1 @@
+"""hello-svc: the example service dockship bakes and rolls."""

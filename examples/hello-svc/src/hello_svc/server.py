@@ -1,0 +1,84 @@
+"""A stdlib-only HTTP service: `/` reports name and version, `/health` says whether it is fine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import PackageNotFoundError, version
+
+from hello_svc.behaviour import BEHAVIOUR
+
+STARTED = time.monotonic()
+
+
+def _version() -> str:
+    try:
+        return version("hello-svc")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+VERSION = _version()
+
+
+def _healthy() -> bool:
+    mode = os.environ.get("HELLO_BEHAVIOUR", BEHAVIOUR)
+    if mode == "unhealthy":
+        return False
+    if mode.startswith("slow:"):
+        return time.monotonic() - STARTED >= float(mode.split(":", 1)[1])
+    return True
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.path == "/health":
+            ok = _healthy()
+            self._send(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "version": VERSION})
+        elif self.path == "/":
+            self._send(200, {"service": "hello-svc", "version": VERSION, "host": socket.gethostname()})
+        else:
+            self._send(404, {"error": "not found"})
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+
+
+def main() -> None:
+    mode = os.environ.get("HELLO_BEHAVIOUR", BEHAVIOUR)
+    if mode == "crash":
+        sys.stderr.write(f"hello-svc {VERSION}: crashing at start on purpose\n")
+        raise SystemExit(3)
+    port = int(os.environ.get("PORT", "8000"))
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+
+    def stop(signum: int, frame: object) -> None:
+        # Finish the requests in flight, then exit: a graceful stop for rolls.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sys.stderr.write(f"hello-svc {VERSION} listening on :{port}\n")
+    server.serve_forever()
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()

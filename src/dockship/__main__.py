@@ -1,0 +1,3 @@
+from dockship.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""`dockship build`: one package version from the index → one immutable image tag.
+
+Planned first (`plan_build`: resolve the version, render the Dockerfile, pin
+the base image, look the tag up in the registry), then executed
+(`execute_build`). A tag is immutable: its identity is the *inputs* recorded
+in its labels (package file digests, rendered Dockerfile digest, base image
+id), because image builds are not bit-reproducible. Same inputs → a no-op;
+different inputs → refused unless forced.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import docker
+import docker.errors
+
+from dockship import __version__
+from dockship.config import Config, Service
+from dockship.credentials import Credentials, registry_credentials
+from dockship.engine import StreamError, build_engine, drain
+from dockship.errors import DockshipError, UsageError
+from dockship.index import IndexClient, Release
+from dockship.progress import Observer, Silent
+from dockship.registry import RegistryClient
+from dockship.tags import tag_for
+from dockship.template import TemplateValues, load_template, render
+
+LABEL_PREFIX = "io.dockship"
+# The labels that define a tag's content; compared to decide "same build".
+INPUT_LABELS = (f"{LABEL_PREFIX}.package.sha256", f"{LABEL_PREFIX}.dockerfile.sha256",
+                f"{LABEL_PREFIX}.base.digest")
+
+
+class Action(enum.Enum):
+    BUILD = "build"                  # tag absent (or --no-push): build it
+    ALREADY_BUILT = "already built"  # tag present with the same inputs: nothing to do
+    REPLACE = "replace"              # tag present with other inputs, --force given
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    version: str | None = None
+    pre: bool = False
+    push: bool = True
+    force: bool = False
+    pull: bool = False               # refresh the base image from its registry first
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    package: str
+    version: str
+    tag: str
+    repository: str                  # {registry}/{image}
+    release: Release
+    dockerfile: str
+    template_source: str
+    base_image: str
+    base_digest: str
+    input_labels: dict[str, str]
+    action: Action
+    existing_digest: str | None
+    push: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    package: str
+    version: str
+    tag: str
+    image: str
+    digest: str | None
+    pushed: bool
+    action: Action
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"package": self.package, "version": self.version, "tag": self.tag,
+                "image": self.image, "digest": self.digest, "pushed": self.pushed}
+
+    def summary(self) -> str:
+        if self.action is Action.ALREADY_BUILT:
+            return f"{self.image} already built from the same inputs ({self.digest}); nothing pushed"
+        where = f"pushed {self.digest}" if self.pushed else "built locally, not pushed"
+        return f"{self.package} {self.version} → {self.image} ({where})"
+
+
+def service_for(config: Config, package: str) -> tuple[str, Service | None]:
+    """The image name and service that a package builds as (design §2)."""
+    svc = config.service_for_package(package)
+    return (svc.image if svc else package.lower()), svc
+
+
+def plan_build(config: Config, package: str, opts: BuildOptions, *,
+               client: docker.DockerClient | None = None,
+               registry: RegistryClient | None = None,
+               observer: Observer | None = None) -> BuildPlan:
+    """Everything decided before anything is built: pure reads of index, engine and registry."""
+    observer = observer or Silent()
+    image, svc = service_for(config, package)
+    dist = svc.package if svc else package
+    release = IndexClient(config.index_url).resolve(dist, opts.version, pre=opts.pre)
+    version = str(release.version)
+    tag = tag_for(release.version)
+    text, source = load_template(config.build.template)
+    values = TemplateValues(base_image=config.build.base_image, package=release.name,
+                            version=version, index_url=config.index_url,
+                            port=svc.port if svc else 8000,
+                            command=svc.command if svc else (), image=image)
+    dockerfile = render(text, values, source=source)
+    client = client or build_engine()
+    base_digest = _base_digest(client, config.build.base_image, pull=opts.pull, observer=observer)
+    inputs = {
+        f"{LABEL_PREFIX}.package": release.name,
+        f"{LABEL_PREFIX}.version": version,
+        f"{LABEL_PREFIX}.index": config.index_url,
+        f"{LABEL_PREFIX}.package.sha256": release.sha256,
+        f"{LABEL_PREFIX}.dockerfile.sha256": hashlib.sha256(dockerfile.encode()).hexdigest(),
+        f"{LABEL_PREFIX}.base.image": config.build.base_image,
+        f"{LABEL_PREFIX}.base.digest": base_digest,
+    }
+    repository = f"{config.registry}/{image}"
+    action, existing = Action.BUILD, None
+    if opts.push:
+        registry = registry or RegistryClient(config.registry,
+                                              credentials=registry_credentials(config.registry))
+        existing = registry.manifest_digest(image, tag)
+        if existing:
+            old = registry.image_labels(image, tag)
+            differs = [k for k in INPUT_LABELS if old.get(k) != inputs[k]]
+            if not differs:
+                action = Action.ALREADY_BUILT
+            elif opts.force:
+                action = Action.REPLACE
+            else:
+                what = ", ".join(k.removeprefix(LABEL_PREFIX + ".") for k in differs)
+                raise UsageError(f"{repository}:{tag} already exists with different content "
+                                 f"({what} differ); tags are immutable — publish a new version, "
+                                 "or pass --force to replace it")
+    return BuildPlan(package=release.name, version=version, tag=tag, repository=repository,
+                     release=release, dockerfile=dockerfile, template_source=source,
+                     base_image=config.build.base_image, base_digest=base_digest,
+                     input_labels=inputs, action=action, existing_digest=existing, push=opts.push)
+
+
+def _base_digest(client: docker.DockerClient, base: str, *, pull: bool, observer: Observer) -> str:
+    """The base image's content id, pulled first when missing (or asked to)."""
+    if not pull:
+        try:
+            return client.images.get(base).id
+        except docker.errors.ImageNotFound:
+            pass
+    observer.stage(f"pulling base image {base}")
+    repo, _, tag = base.rpartition(":") if ":" in base.rsplit("/", 1)[-1] else (base, "", "latest")
+    try:
+        drain(client.api.pull(repo, tag=tag, stream=True, decode=True), f"pull of {base}",
+              observer.layer_chunk)
+        return client.images.get(base).id
+    except (docker.errors.APIError, StreamError) as exc:
+        raise UsageError(f"base image {base} (build.base_image) cannot be pulled: "
+                         f"{getattr(exc, 'detail', None) or exc}") from None
+
+
+def execute_build(plan: BuildPlan, *, client: docker.DockerClient | None = None,
+                  credentials: Credentials | None = None, registry: RegistryClient | None = None,
+                  observer: Observer | None = None) -> BuildResult:
+    observer = observer or Silent()
+    if plan.action is Action.ALREADY_BUILT:
+        return BuildResult(plan.package, plan.version, plan.tag, plan.ref, plan.existing_digest,
+                           pushed=False, action=plan.action)
+    client = client or build_engine()
+    observer.stage(f"building {plan.ref} from {plan.package}=={plan.version}")
+    built = _docker_build(client, plan.dockerfile, observer=observer, what=f"build of {plan.ref}")
+    freeze = _pip_freeze(client, built)
+    labels = {
+        "org.opencontainers.image.title": plan.package,
+        "org.opencontainers.image.version": plan.version,
+        "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **plan.input_labels,
+        f"{LABEL_PREFIX}.pip-freeze": freeze,
+        f"{LABEL_PREFIX}.builder": f"dockship {__version__}",
+    }
+    # Labels go on a final one-instruction stage: the freeze is only known after the install.
+    _docker_build(client, f"FROM {built}\n", labels=labels, tag=plan.ref,
+                  observer=Silent(), what=f"labelling of {plan.ref}")
+    digest = None
+    if plan.push:
+        digest = push(client, plan.ref, credentials=credentials
+                      if credentials is not None else registry_credentials(plan.repository.split("/")[0]),
+                      observer=observer)
+        if registry is not None:
+            seen = registry.manifest_digest(plan.repository.split("/", 1)[1], plan.tag)
+            if seen != digest:
+                raise DockshipError(f"push of {plan.ref} reported {digest} but the registry "
+                                    f"holds {seen}; another build may have pushed the same tag")
+    return BuildResult(plan.package, plan.version, plan.tag, plan.ref, digest,
+                       pushed=plan.push, action=plan.action, labels=labels)
+
+
+def _docker_build(client: docker.DockerClient, dockerfile: str, *, observer: Observer, what: str,
+                  labels: dict[str, str] | None = None, tag: str | None = None) -> str:
+    """Build a context holding only the Dockerfile; return the image id."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    chunks = drain(client.api.build(fileobj=context, custom_context=True, tag=tag, labels=labels,
+                                    network_mode="host", rm=True, forcerm=True, pull=False,
+                                    decode=True),
+                   what, observer.build_chunk)
+    for chunk in reversed(chunks):
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            return aux["ID"]
+    for chunk in reversed(chunks):
+        text = chunk.get("stream", "")
+        if text.startswith("Successfully built "):
+            return text.split()[-1]
+    raise StreamError(what, "the engine reported no image id")
+
+
+def _pip_freeze(client: docker.DockerClient, image: str) -> str:
+    """What the image really installed, recorded so an image can be audited without running it."""
+    try:
+        out = client.containers.run(image, entrypoint=["python3", "-m", "pip", "freeze"],
+                                    remove=True, network_disabled=True, stdout=True, stderr=False)
+    except docker.errors.DockerException as exc:
+        return f"unavailable: {str(exc).splitlines()[0][:200]}"
+    return out.decode(errors="replace").strip()
+
+
+def push(client: docker.DockerClient, ref: str, *, credentials: Credentials | None,
+         observer: Observer) -> str:
+    """Push ref and return the digest the registry stored."""
+    repo, _, tag = ref.rpartition(":")
+    observer.stage(f"pushing {ref}")
+    auth = credentials.as_auth_config() if credentials else None
+    chunks = drain(client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth),
+                   f"push of {ref}", observer.layer_chunk)
+    for chunk in reversed(chunks):
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("Digest"):
+            return aux["Digest"]
+    raise StreamError(f"push of {ref}", "the engine reported no digest")
+
+
+def build(config: Config, package: str, opts: BuildOptions, *,
+          observer: Observer | None = None) -> BuildResult:
+    """Plan and execute one build: the library entry point behind `dockship build`."""
+    client = build_engine()
+    creds = registry_credentials(config.registry) if opts.push else None
+    registry = RegistryClient(config.registry, credentials=creds) if opts.push else None
+    plan = plan_build(config, package, opts, client=client, registry=registry, observer=observer)
+    return execute_build(plan, client=client, credentials=creds, registry=registry,
+                         observer=observer)

@@ -1,0 +1,49 @@
+"""The one family of errors users see.
+
+Every error a user can cause or fix is a `DockshipError`; the CLI catches it
+once and maps it to the fixed exit codes (design §2). Anything else escaping
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DockshipError(Exception):
+    """An error meant for the user: one line that says what and how to fix it."""
+
+    exit_code = 1
+
+
+class UsageError(DockshipError):
+    """Bad input, usage or configuration: nothing was touched."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration key is wrong; the message starts with the key's path."""
+
+    def __init__(self, problems: list[str] | str):
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems) if len(self.problems) == 1
+                         else f"{len(self.problems)} configuration errors:\n  " + "\n  ".join(self.problems))
+
+
+class Unreachable(DockshipError):
+    """A server we depend on (index, registry, engine, Chef) did not answer."""
+
+    exit_code = 1
+
+
+class DeployFailed(DockshipError):
+    """The deployment failed; what was changed has been put back (or the message says what was not)."""
+
+    exit_code = 1
+
+
+class LockHeld(DockshipError):
+    """Another deployment holds the lock."""
+
+    exit_code = 3

@@ -1,0 +1,98 @@
+"""What users see while long things run: rich progress on stderr.
+
+The library reports events to an observer and never prints; the CLI picks
+`RichProgress` for people. `--json` keeps stdout clean because everything
+human goes to stderr.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID,
+                           TextColumn, TimeElapsedColumn)
+
+_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+class Observer(Protocol):
+    def stage(self, text: str) -> None: ...
+    def build_chunk(self, chunk: dict[str, Any]) -> None: ...
+    def layer_chunk(self, chunk: dict[str, Any]) -> None: ...
+    def note(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class Silent:
+    """An observer that shows nothing (library use, tests)."""
+
+    def stage(self, text: str) -> None: pass
+    def build_chunk(self, chunk: dict[str, Any]) -> None: pass
+    def layer_chunk(self, chunk: dict[str, Any]) -> None: pass
+    def note(self, text: str) -> None: pass
+    def close(self) -> None: pass
+
+
+class RichProgress:
+    """Build steps as one bar, and one bar per layer for push and pull."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 DownloadColumn(), TimeElapsedColumn(), console=self.console,
+                                 transient=True)
+        self._started = False
+        self._build: TaskID | None = None
+        self._layers: dict[str, TaskID] = {}
+
+    def _start(self) -> None:
+        if not self._started:
+            self.progress.start()
+            self._started = True
+
+    def stage(self, text: str) -> None:
+        self._start()
+        self.console.print(f"[bold]›[/] {text}")
+        self._build = None
+        self._layers.clear()
+
+    def note(self, text: str) -> None:
+        self.console.print(f"  {text}")
+
+    def build_chunk(self, chunk: dict[str, Any]) -> None:
+        self._start()
+        text = (chunk.get("stream") or "").strip()
+        m = _STEP_RE.match(text)
+        if not m:
+            return
+        step, total, what = int(m.group(1)), int(m.group(2)), m.group(3)
+        desc = f"step {step}/{total}: {what[:60]}"
+        if self._build is None:
+            # "Download" columns make no sense for steps; show the count in the description.
+            self._build = self.progress.add_task(desc, total=total)
+        self.progress.update(self._build, completed=step - 1, description=desc)
+
+    def layer_chunk(self, chunk: dict[str, Any]) -> None:
+        self._start()
+        layer = chunk.get("id")
+        status = chunk.get("status", "")
+        if not layer or len(layer) < 8 or " " in layer:
+            return
+        detail = chunk.get("progressDetail") or {}
+        task = self._layers.get(layer)
+        if task is None:
+            task = self._layers[layer] = self.progress.add_task(f"{layer} {status}", total=None)
+        total = detail.get("total")
+        self.progress.update(task, description=f"{layer} {status}",
+                             completed=detail.get("current", 0) if total else None, total=total)
+        if status in ("Pushed", "Layer already exists", "Pull complete", "Already exists",
+                      "Mounted from"):
+            t = self.progress.tasks[task].total or 1
+            self.progress.update(task, total=t, completed=t)
+
+    def close(self) -> None:
+        if self._started:
+            self.progress.stop()
+            self._started = False
