@@ -1,0 +1,196 @@
+"""Registry credentials: from dockship's environment variables or the user's Docker config.
+
+Lookup order for a registry `HOST[:PORT]`:
+
+1. `DOCKSHIP_REGISTRY_USER` and `DOCKSHIP_REGISTRY_PASSWORD` (both or neither);
+2. the Docker client config (`$DOCKER_CONFIG/config.json`, else
+   `~/.docker/config.json`): a credential helper named for the registry in
+   `credHelpers`, else the default `credsStore`, else an `auths` entry
+   (base64 `auth`, or `username`/`password`), the key matched with or
+   without an `http(s)://` scheme and path, as `docker login` writes it;
+3. nothing: `None`, the registry is used anonymously.
+
+The password never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docker import auth as docker_auth
+from docker import credentials as docker_credentials
+
+from dockship.errors import UsageError
+
+ENV_USER = "DOCKSHIP_REGISTRY_USER"
+ENV_PASSWORD = "DOCKSHIP_REGISTRY_PASSWORD"
+
+
+
+def login_hint(registry: str) -> str:
+    """How to give dockship credentials for `registry`, for the end of an error message."""
+    return f"set {ENV_USER} and {ENV_PASSWORD}, or run `docker login {registry}`"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user name and password (or token) for one registry."""
+
+    username: str
+    password: str
+    # Where they came from, for error messages ("DOCKSHIP_REGISTRY_USER/PASSWORD",
+    # "/root/.docker/config.json", "credential helper docker-credential-pass").
+    source: str = field(default="", compare=False)
+
+    def __repr__(self) -> str:
+        source = f", source={self.source!r}" if self.source else ""
+        return f"Credentials(username={self.username!r}, password='********'{source})"
+
+    __str__ = __repr__
+
+    def as_auth_config(self) -> dict[str, str]:
+        """The `auth_config` dict docker-py's push/pull expect."""
+        return {"username": self.username, "password": self.password}
+
+    def describe(self) -> str:
+        """`user 'NAME' (from SOURCE)`: safe to show, never the password."""
+        where = f" (from {self.source})" if self.source else ""
+        return f"user {self.username!r}{where}"
+
+
+def docker_config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """The Docker client config file the docker CLI would read."""
+    config_dir = environ.get("DOCKER_CONFIG")
+    if config_dir:
+        return Path(config_dir).expanduser() / "config.json"
+    home = environ.get("HOME")
+    return (Path(home) if home else Path.home()) / ".docker" / "config.json"
+
+
+def registry_credentials(registry: str, *, environ: Mapping[str, str] = os.environ,
+                         docker_config: Path | None = None) -> Credentials | None:
+    """Credentials for `registry` (`HOST[:PORT]`), or None to go anonymous.
+
+    `docker_config` is the path of a Docker `config.json`; by default the one
+    the docker CLI uses (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`).
+    Raises UsageError when only one of the two environment variables is set,
+    the config file is unreadable, or its credential helper fails.
+    """
+    user = environ.get(ENV_USER)
+    password = environ.get(ENV_PASSWORD)
+    if user or password:
+        if not user:
+            raise UsageError(f"{ENV_PASSWORD} is set but {ENV_USER} is not: set both, or neither "
+                             "to use the Docker config's credentials")
+        if not password:
+            raise UsageError(f"{ENV_USER} is set but {ENV_PASSWORD} is not: set both, or neither "
+                             "to use the Docker config's credentials")
+        return Credentials(user, password, source=f"{ENV_USER}/{ENV_PASSWORD}")
+
+    path = docker_config if docker_config is not None else docker_config_path(environ)
+    config = _read_docker_config(path)
+    if config is None:
+        return None
+    host = _hostname(registry)
+
+    found = _from_credential_store(host, config, path, environ)
+    if found is not None:
+        return found
+    return _from_auths(host, config, path)
+
+
+def _read_docker_config(path: Path) -> dict | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"cannot read Docker config {path}: {exc.strerror or exc}") from None
+    if not text.strip():
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"Docker config {path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"Docker config {path} is not a JSON object")
+    return config
+
+
+def _hostname(registry: str) -> str:
+    """`https://host:5000/v2/` → `host:5000`, the form docker keys its config by."""
+    return docker_auth.convert_to_hostname(registry.strip()).rstrip("/")
+
+
+def _from_credential_store(host: str, config: dict, path: Path,
+                           environ: Mapping[str, str]) -> Credentials | None:
+    helpers = config.get("credHelpers") or {}
+    store = config.get("credsStore") or None
+    if not isinstance(helpers, dict):
+        raise UsageError(f"Docker config {path}: credHelpers must be an object")
+    if not helpers and not store:
+        return None
+    # As docker does: the helper named for this registry in credHelpers (its
+    # key written with or without a scheme), else the default credsStore.
+    name = helpers.get(host) or next(
+        (value for key, value in helpers.items() if _hostname(key) == host), None) or store
+    if not name:
+        return None
+    with warnings.catch_warnings():
+        # Store() warns when the helper is not on PATH; we say so ourselves below.
+        warnings.simplefilter("ignore")
+        helper = docker_credentials.Store(name, environment=dict(environ))
+    try:
+        data = helper.get(host)
+    except docker_credentials.CredentialsNotFound:
+        return None
+    except docker_credentials.StoreError as exc:
+        raise UsageError(
+            f"credential helper {helper.program} (from {path}) failed for {host}: "
+            f"{_one_line(str(exc))}; fix it, or {login_hint(host)}"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"credential helper {helper.program} (from {path}) gave an answer for "
+                         f"{host} that is not its JSON credentials format") from None
+    username, secret = data.get("Username") or "", data.get("Secret") or ""
+    if username == docker_auth.TOKEN_USERNAME:
+        # An identity (refresh) token: only the engine's own OAuth flow uses it.
+        return None
+    if not username and not secret:
+        return None
+    return Credentials(username, secret, source=f"credential helper {helper.program}")
+
+
+def _from_auths(host: str, config: dict, path: Path) -> Credentials | None:
+    auths = config.get("auths") or {}
+    if not isinstance(auths, dict):
+        raise UsageError(f"Docker config {path}: auths must be an object")
+    # An exact key first, then any key that names the same host (with a
+    # scheme or a path, as older `docker login` versions wrote them).
+    keys = [k for k in auths if k == host] + [k for k in auths if k != host and _hostname(k) == host]
+    for key in keys:
+        entry = auths[key]
+        if not isinstance(entry, dict):
+            raise UsageError(f"Docker config {path}: auths.{key} must be an object")
+        if entry.get("auth"):
+            try:
+                username, password = docker_auth.decode_auth(entry["auth"])
+            except (ValueError, TypeError, binascii.Error):
+                raise UsageError(f"Docker config {path}: auths.{key}.auth is not base64 of "
+                                 f"'user:password'; run `docker login {host}` again") from None
+            return Credentials(username, password, source=str(path))
+        if entry.get("username") and entry.get("password"):
+            return Credentials(str(entry["username"]), str(entry["password"]), source=str(path))
+        # An empty entry ({}): docker login stored the secret in a helper,
+        # already asked above; an identitytoken is only for the engine's OAuth.
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,48 @@
+"""Shared fixtures: the lab (brought up once per session), and throwaway package names.
+
+Integration tests run against the real lab. The lab outlives a test run (a
+second `make test` reuses it), so each session publishes its packages under
+fresh names: nothing a test asserts depends on what an earlier run left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+@pytest.fixture(scope="session")
+def lab() -> dict:
+    """The lab's status JSON after an idempotent `lab up`."""
+    from dockship import lab as lab_mod
+
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (network namespaces, engines); run the tests as root")
+    status = lab_mod.up(nodes=3)
+    return status.to_json()
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def dockship(*args: str, env: dict | None = None, input: str | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess, as users and CI do."""
+    return subprocess.run([sys.executable, "-m", "dockship", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, input=input, timeout=900)
+
+
+def json_out(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
