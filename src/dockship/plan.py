@@ -1,0 +1,128 @@
+"""The roll plan: computed whole before any node is touched, then walked.
+
+A plan is a value (frozen records, an enum for the action): `--dry-run`
+prints it, the executor walks it, and the rollback of a failed roll walks the
+steps already done in reverse. Batch sizes follow the semantics operators
+know from Ansible's `serial`: canary nodes first, alone; then batches given
+as counts or percentages of the whole fleet (rounded down, never below 1), a
+list's last entry repeating.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockship.config import Node
+
+
+class StepAction(enum.Enum):
+    DEPLOY = "deploy"        # start the target, prove it healthy, stop the old one
+    UNCHANGED = "unchanged"  # the node already runs the target digest, healthy
+
+
+@dataclass(frozen=True)
+class Target:
+    service: str
+    tag: str
+    digest: str
+    repository: str          # {registry}/{image}
+
+    @property
+    def ref(self) -> str:
+        """What nodes pull and run: the digest, never the mutable tag."""
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class NodeStep:
+    node: Node
+    action: StepAction
+    from_tag: str | None
+    from_digest: str | None
+
+    def to_json(self, target: Target) -> dict[str, Any]:
+        return {"name": self.node.name, "zone": self.node.zone, "from": self.from_tag,
+                "to": target.tag, "action": self.action.value}
+
+
+@dataclass(frozen=True)
+class Batch:
+    number: int              # 0 for the canary batch, then 1, 2, ...
+    canary: bool
+    steps: tuple[NodeStep, ...]
+
+    @property
+    def label(self) -> str:
+        return "canary" if self.canary else f"batch {self.number}"
+
+
+@dataclass(frozen=True)
+class RollPlan:
+    env: str
+    service: str
+    target: Target
+    batches: tuple[Batch, ...]
+    deploy_id: str
+    rollback: bool = False   # a rollback to each node's previous tag
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def steps(self) -> tuple[NodeStep, ...]:
+        return tuple(s for b in self.batches for s in b.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"env": self.env, "service": self.service, "tag": self.target.tag,
+                "digest": self.target.digest, "deploy_id": self.deploy_id,
+                "batches": [{"name": b.label, "nodes": [s.to_json(self.target) for s in b.steps]}
+                            for b in self.batches]}
+
+
+def batch_sizes(total: int, canary: int, spec: Sequence[int | str]) -> list[int]:
+    """Sizes of the canary batch (if any) and the batches after it; they add up to total."""
+    if total <= 0:
+        return []
+    sizes: list[int] = []
+    left = total
+    if canary > 0:
+        sizes.append(min(canary, left))
+        left -= sizes[-1]
+    entries = list(spec) or [1]
+    i = 0
+    while left > 0:
+        entry = entries[min(i, len(entries) - 1)]
+        size = _size(entry, total)
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+        i += 1
+    return sizes
+
+
+def _size(entry: int | str, total: int) -> int:
+    if isinstance(entry, str) and entry.endswith("%"):
+        return max(1, math.floor(total * float(entry[:-1]) / 100 + 1e-9))
+    return max(1, int(entry))
+
+
+def make_batches(steps: Sequence[NodeStep], canary: int, spec: Sequence[int | str]) -> tuple[Batch, ...]:
+    """Cut the node steps (in order) into canary + batches.
+
+    Nodes that need no change are not counted for the canary: the canary must
+    be a node that actually receives the new version.
+    """
+    todo = [s for s in steps if s.action is StepAction.DEPLOY]
+    same = [s for s in steps if s.action is not StepAction.DEPLOY]
+    sizes = batch_sizes(len(todo), canary, spec)
+    batches: list[Batch] = []
+    start = 0
+    for n, size in enumerate(sizes):
+        is_canary = canary > 0 and n == 0
+        number = n if canary > 0 else n + 1
+        batches.append(Batch(number, is_canary, tuple(todo[start:start + size])))
+        start += size
+    if same:
+        batches.append(Batch(len(batches) + (0 if canary > 0 else 1), False, tuple(same)))
+    return tuple(batches)
