@@ -1,0 +1,177 @@
+"""The Dockerfile template: loading it, and rendering its ``{{ name }}`` placeholders.
+
+The renderer is deliberately tiny: a placeholder is ``{{ name }}`` (spaces
+optional) on one line, and nothing else is special. An unknown or unclosed
+placeholder is a `UsageError` naming the template, the line and the
+placeholder, and listing the known ones. ``{{ '{{' }}`` and ``{{ '}}' }}``
+write literal braces (Go templates in a HEALTHCHECK, say).
+
+Values are checked when `TemplateValues` is made: none may break out of its
+place in the Dockerfile (no newline; names, versions and the port have their
+own grammars), and the ones that land in a shell command are shell-quoted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from packaging.version import InvalidVersion, Version
+
+from dockship.errors import ConfigError, UsageError
+
+__all__ = ["DEFAULT_TEMPLATE_SOURCE", "PLACEHOLDERS", "TemplateValues", "load_template",
+           "pip_index_args", "render"]
+
+#: Every placeholder a template may use.
+PLACEHOLDERS = ("base_image", "package", "version", "index_url", "pip_index_args", "port", "cmd_json",
+                "image", "user")
+DEFAULT_TEMPLATE_SOURCE = "dockship's default Dockerfile.template"
+
+# {{ name }}, or a quoted literal brace pair: {{ '{{' }} / {{ "}}" }}.
+_PLACEHOLDER_RE = re.compile(r"""\{\{\s*(?:(['"])(\{\{|\}\})\1|(.*?))\s*\}\}""")
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PACKAGE_RE = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)   # PEP 508 names
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")                                     # useradd's default rule
+_NO_SPACE_RE = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class TemplateValues:
+    """What a Dockerfile template is rendered with.
+
+    `version` is the exact version string to pin (``==``); `command` empty
+    means the package's console script named like the package.
+    """
+
+    base_image: str
+    package: str
+    version: str
+    index_url: str
+    port: int
+    command: tuple[str, ...]
+    image: str
+    user: str = "app"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "version", str(self.version))
+        for key in ("base_image", "image", "index_url"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not _NO_SPACE_RE.fullmatch(value):
+                raise UsageError(f"template value {key} must be one word without spaces, got {value!r}")
+        if not _PACKAGE_RE.fullmatch(self.package):
+            raise UsageError(f"template value package: {self.package!r} is not a valid package name")
+        try:
+            Version(self.version)
+        except InvalidVersion:
+            raise UsageError(f"template value version: {self.version!r} is not a PEP 440 version") from None
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise UsageError(f"template value port must be a number from 1 to 65535, got {self.port!r}")
+        if not _USER_RE.fullmatch(self.user):
+            raise UsageError(f"template value user: {self.user!r} is not a valid user name"
+                             " (lower-case letters, digits, '_', '-')")
+        if any(not isinstance(arg, str) or "\n" in arg or "\r" in arg for arg in self.command):
+            raise UsageError(f"template value command: every argument must be a one-line string,"
+                             f" got {list(self.command)!r}")
+        if urlsplit(self.index_url).scheme not in ("http", "https"):
+            raise UsageError(f"template value index_url: {self.index_url!r} is not an http(s) URL")
+
+    @property
+    def cmd(self) -> tuple[str, ...]:
+        """The container's command: `command`, or the console script named like the package."""
+        return self.command or (self.package,)
+
+    def as_mapping(self) -> dict[str, str]:
+        """The strings that replace each placeholder."""
+        return {
+            "base_image": self.base_image,
+            "package": self.package,
+            "version": self.version,
+            "index_url": self.index_url,
+            "pip_index_args": pip_index_args(self.index_url),
+            "port": str(self.port),
+            "cmd_json": json.dumps(list(self.cmd)),
+            "image": self.image,
+            "user": self.user,
+        }
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def pip_index_args(index_url: str) -> str:
+    """pip's options for `index_url`, shell-quoted: ``--index-url URL``, plus ``--trusted-host HOST``
+    for plain http to a host that is not loopback (pip refuses such an index otherwise)."""
+    args = ["--index-url", index_url]
+    parts = urlsplit(index_url)
+    host = parts.hostname or ""
+    if parts.scheme == "http" and host and not _is_loopback(host):
+        args += ["--trusted-host", f"[{host}]" if ":" in host else host]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def render(template_text: str, values: TemplateValues, *, source: str) -> str:
+    """Replace every ``{{ name }}`` of `template_text`; `source` names the template in errors."""
+    mapping = values.as_mapping()
+    known = ", ".join(PLACEHOLDERS)
+    out: list[str] = []
+    for lineno, line in enumerate(template_text.splitlines(keepends=True), start=1):
+        pos = 0
+        while True:
+            start = line.find("{{", pos)
+            if start < 0:
+                out.append(line[pos:])
+                break
+            m = _PLACEHOLDER_RE.match(line, start)
+            if m is None:
+                raise UsageError(f"{source}, line {lineno}: '{{{{' without a closing '}}}}'"
+                                 f" (placeholders are {{{{ name }}}} on one line; known: {known})")
+            literal, inner = m.group(2), (m.group(3) or "").strip()
+            out.append(line[pos:start])
+            if literal:
+                out.append(literal)
+            elif inner in mapping:
+                out.append(mapping[inner])
+            else:
+                what = f"placeholder {{{{ {inner} }}}}" if _NAME_RE.fullmatch(inner) \
+                    else f"placeholder {m.group(0)!r}"
+                raise UsageError(f"{source}, line {lineno}: unknown {what}; known: {known}")
+            pos = m.end()
+    return "".join(out)
+
+
+def load_template(path: Path | None) -> tuple[str, str]:
+    """The template's text and a name for it in messages: the file at `path`,
+    or dockship's default when `path` is None.
+
+    A missing or unreadable file is a `ConfigError` (a `UsageError`) on the
+    key ``build.template``.
+    """
+    if path is None:
+        text = resources.files("dockship").joinpath("Dockerfile.template").read_text(encoding="utf-8")
+        return text, DEFAULT_TEMPLATE_SOURCE
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"build.template: {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"build.template: {path} is a directory, not a Dockerfile template") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"build.template: {path} is not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"build.template: cannot read {path}: {e.strerror or e}") from None
+    return text, str(path)
