@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
 from hello_svc.behaviour import BEHAVIOUR
 
@@ -18,10 +18,13 @@ STARTED = time.monotonic()
 
 
 def _version() -> str:
-    try:
-        return version("hello-svc")
-    except PackageNotFoundError:
-        return "0+unknown"
+    # Tests publish this code under other distribution names: ask which one holds the module.
+    for dist in packages_distributions().get("hello_svc", ["hello-svc"]):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "0+unknown"
 
 
 VERSION = _version()

@@ -1,0 +1,212 @@
+"""`dockship build` against the lab: real index, real build engine, real registry."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import dockship, json_out
+from dockship.registry import RegistryClient
+from dockship.template import load_template
+
+pytestmark = pytest.mark.lab
+
+
+def write_config(path: Path, lab: dict, package: str, *, registry: str | None = None,
+                 template: str | None = None, index_url: str | None = None) -> Path:
+    lines = [
+        "[index]", f"url = {json.dumps(index_url or lab['index_url'])}",
+        "[registry]", f"url = {json.dumps(registry or lab['registry'])}",
+        "[build]", f"base_image = {json.dumps(lab['base_image'])}",
+    ]
+    if template:
+        lines.append(f"template = {json.dumps(template)}")
+    lines += [
+        "[services.svc]", f"package = {json.dumps(package)}", f"image = {json.dumps(image_of(package))}",
+        "port = 8000", 'command = ["hello-svc"]',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def image_of(package: str) -> str:
+    return f"test/{package}"
+
+
+@pytest.fixture(scope="module")
+def package(lab, run_id) -> str:
+    """A package published under a fresh name, in three versions."""
+    from publish import publish
+
+    name = f"hello-b{run_id}"
+    for version in ("1.0.0", "1.1.0", "1.2.0rc1"):
+        publish(version, index_url=lab["index_url"], upload_url=lab["index_upload_url"], name=name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def config(lab, package, tmp_path_factory) -> Path:
+    return write_config(tmp_path_factory.mktemp("build") / "dockship.toml", lab, package)
+
+
+@pytest.fixture(scope="module")
+def built(config, package) -> dict:
+    """The newest final release, built and pushed once for the module."""
+    return json_out(dockship("--config", str(config), "build", package, "--json"))
+
+
+def test_build_picks_the_newest_final_release_and_pushes_it(built, lab, package):
+    assert built["version"] == "1.1.0" and built["tag"] == "1.1.0"
+    assert built["pushed"] is True
+    assert built["image"] == f"{lab['registry']}/{image_of(package)}:1.1.0"
+    registry = RegistryClient(lab["registry"])
+    assert built["digest"].startswith("sha256:")
+    assert registry.manifest_digest(image_of(package), "1.1.0") == built["digest"]
+
+
+def test_the_image_records_its_inputs_and_installed_packages(built, lab, package):
+    labels = RegistryClient(lab["registry"]).image_labels(image_of(package), "1.1.0")
+    assert labels["org.opencontainers.image.title"] == package
+    assert labels["org.opencontainers.image.version"] == "1.1.0"
+    assert labels["org.opencontainers.image.created"]
+    assert labels["io.dockship.package"] == package
+    assert labels["io.dockship.index"] == lab["index_url"]
+    assert len(labels["io.dockship.package.sha256"]) == 64
+    assert len(labels["io.dockship.dockerfile.sha256"]) == 64
+    assert labels["io.dockship.base.digest"].startswith("sha256:")
+    assert f"{package}==1.1.0" in labels["io.dockship.pip-freeze"].replace("_", "-")
+
+
+def test_building_the_same_inputs_again_is_a_no_op(built, config, package):
+    proc = dockship("--config", str(config), "build", package, "1.1.0", "--json")
+    again = json_out(proc)
+    assert again["pushed"] is False
+    assert again["digest"] == built["digest"]
+    assert "already built" in proc.stderr
+
+
+def test_pre_releases_only_with_pre(config, package, lab):
+    out = json_out(dockship("--config", str(config), "build", package, "--pre", "--no-push", "--json"))
+    assert out["version"] == "1.2.0rc1" and out["tag"] == "1.2.0rc1" and out["pushed"] is False
+    assert RegistryClient(lab["registry"]).manifest_digest(image_of(package), "1.2.0rc1") is None
+
+
+def test_different_content_under_a_pushed_tag_is_refused_unless_forced(built, lab, package, tmp_path):
+    text, _ = load_template(None)
+    template = tmp_path / "Dockerfile.template"
+    template.write_text(text + "\nENV CHANGED_TEMPLATE=1\n")
+    config = write_config(tmp_path / "dockship.toml", lab, package, template=str(template))
+    registry = RegistryClient(lab["registry"])
+
+    refused = dockship("--config", str(config), "build", package, "1.1.0")
+    assert refused.returncode == 2, refused.stderr
+    assert "already exists with different content (dockerfile.sha256 differ)" in refused.stderr
+    assert "--force" in refused.stderr
+    assert registry.manifest_digest(image_of(package), "1.1.0") == built["digest"]
+
+    forced = json_out(dockship("--config", str(config), "build", package, "1.1.0", "--force", "--json"))
+    assert forced["pushed"] is True and forced["digest"] != built["digest"]
+    assert registry.manifest_digest(image_of(package), "1.1.0") == forced["digest"]
+
+
+def test_a_built_image_pulled_on_a_lab_node_serves_its_version(lab, config, package):
+    from dockship.sshengine import ssh_docker_client
+
+    out = json_out(dockship("--config", str(config), "build", package, "1.0.0", "--json"))
+    node = lab["nodes"][0]
+    ref = f"{out['image'].rsplit(':', 1)[0]}@{out['digest']}"
+    client = ssh_docker_client(node["docker"], key=Path(lab["ssh"]["key"]),
+                               known_hosts=Path(lab["ssh"]["known_hosts"]))
+    port = 18000
+    try:
+        client.images.pull(ref)
+        container = client.containers.run(ref, detach=True, init=True, ports={"8000/tcp": port},
+                                          name=f"t-{package}")
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    answer = requests.get(f"http://{node['address']}:{port}/", timeout=2).json()
+                    break
+                except requests.RequestException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            assert answer["version"] == "1.0.0"
+        finally:
+            container.remove(force=True)
+    finally:
+        client.close()
+
+
+# --- bad input: exit 2, one clear line, nothing built ------------------------------------
+
+def test_unknown_package_suggests_close_names(config, package):
+    proc = dockship("--config", str(config), "build", package[:-1] + "x", "1.0.0")
+    assert proc.returncode == 2
+    assert "not found" in proc.stderr and package in proc.stderr
+
+
+def test_unknown_version_lists_the_newest_available(config, package):
+    proc = dockship("--config", str(config), "build", package, "9.9.9")
+    assert proc.returncode == 2
+    assert "9.9.9" in proc.stderr and "1.1.0" in proc.stderr
+
+
+def test_a_version_that_is_not_pep440_is_bad_input(config, package):
+    proc = dockship("--config", str(config), "build", package, "one.two")
+    assert proc.returncode == 2 and "one.two" in proc.stderr
+
+
+def test_missing_template_names_the_key(lab, package, tmp_path):
+    config = write_config(tmp_path / "dockship.toml", lab, package, template="missing.template")
+    proc = dockship("--config", str(config), "build", package, "1.0.0")
+    assert proc.returncode == 2 and "build.template" in proc.stderr
+
+
+def test_bad_config_names_the_key_path(lab, package, tmp_path):
+    config = write_config(tmp_path / "dockship.toml", lab, package)
+    config.write_text(config.read_text().replace("port = 8000", "port = 0"))
+    proc = dockship("--config", str(config), "build", package, "1.0.0")
+    assert proc.returncode == 2 and "services.svc.port" in proc.stderr
+
+
+def test_unreachable_index_is_exit_1_naming_it(lab, package, tmp_path):
+    config = write_config(tmp_path / "dockship.toml", lab, package,
+                          index_url="http://127.0.0.1:9/simple/")
+    proc = dockship("--config", str(config), "build", package, "1.0.0")
+    assert proc.returncode == 1 and "127.0.0.1:9" in proc.stderr
+
+
+def test_unreachable_registry_is_exit_1_naming_it(lab, package, tmp_path):
+    config = write_config(tmp_path / "dockship.toml", lab, package, registry="127.0.0.1:9")
+    proc = dockship("--config", str(config), "build", package, "1.0.0")
+    assert proc.returncode == 1 and "127.0.0.1:9" in proc.stderr
+
+
+# --- a registry with htpasswd auth ---------------------------------------------------------
+
+def test_pushing_to_an_authenticated_registry_needs_credentials_and_never_shows_them(
+        lab, package, tmp_path):
+    auth = lab["registry_auth"]
+    password = Path(auth["password_file"]).read_text().strip()
+    config = write_config(tmp_path / "dockship.toml", lab, package, registry=auth["url"])
+
+    denied = dockship("--config", str(config), "build", package, "1.0.0", env={
+        "DOCKSHIP_REGISTRY_USER": auth["user"], "DOCKSHIP_REGISTRY_PASSWORD": "wrong",
+        "DOCKER_CONFIG": str(tmp_path / "no-docker-config")})
+    assert denied.returncode == 2, denied.stderr
+    assert "DOCKSHIP_REGISTRY_USER" in denied.stderr and "wrong" not in denied.stderr
+
+    ok = dockship("--config", str(config), "build", package, "1.0.0", "--json", env={
+        "DOCKSHIP_REGISTRY_USER": auth["user"], "DOCKSHIP_REGISTRY_PASSWORD": password})
+    out = json_out(ok)
+    assert out["pushed"] is True
+    assert password not in ok.stdout + ok.stderr
+    from dockship.credentials import Credentials
+    registry = RegistryClient(auth["url"], credentials=Credentials(auth["user"], password))
+    assert registry.manifest_digest(image_of(package), "1.0.0") == out["digest"]
