@@ -1,0 +1,366 @@
+"""Deploy history, kept on the nodes it happened on.
+
+Each roll or rollback of env/service writes one JSON file,
+`/dockship/history/{started_at}-{deploy_id}.json`, into a ledger container
+`dockship-ledger-{env}-{service}` (created, never started, from the state
+image) on every node it touched. `dockship history` reads the ledgers of an
+environment's nodes and merges them by deploy id: a node that was down for
+one deploy, or rebuilt, still leaves the history whole as long as one node
+that took part answers.
+
+Writes are best effort per node (history must never fail a deployment) and
+happen under the deploy lock, so one ledger has one writer at a time.
+
+A created container's files can be added or overwritten but not deleted
+(`put_archive` applies no whiteouts). A ledger therefore keeps at most
+`keep` records by being *rotated*: once it holds a quarter more than
+`keep`, a fresh ledger is created with the newest `keep` records, the old
+one is removed by id and the new one takes the canonical name. A rotation
+cut short leaves two ledgers for the same env/service; both carry the ledger
+labels, so reads find both and the next rotation folds them back into one.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import secrets
+import tarfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+
+from dockship import stateimage
+from dockship.errors import Unreachable
+
+KIND = "ledger"
+PREFIX = "io.dockship.ledger."
+HISTORY_DIR = "/dockship/history"
+DEFAULT_KEEP = 200
+SCHEMA = 1
+_MAX_PARALLEL = 16
+
+Engines = Sequence[tuple[str, docker.DockerClient]]
+R = TypeVar("R")
+
+
+class Kind(enum.StrEnum):
+    ROLL = "roll"
+    ROLLBACK = "rollback"
+
+
+class Result(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+def _time(t: datetime) -> str:
+    if t.tzinfo is None:
+        raise ValueError("naive datetime: dockship times are UTC-aware")
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"not a time: {value!r}")
+    t = datetime.fromisoformat(value)
+    if t.tzinfo is None:
+        raise ValueError(f"time {value!r} has no timezone")
+    return t.astimezone(timezone.utc)
+
+
+def _opt_str(value: Any, key: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{key}: expected a string or null, got {value!r}")
+
+
+def _str(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{key}: expected a string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """What one node went through; JSON keys as in `roll --json` (design §2)."""
+
+    name: str
+    zone: str | None
+    from_tag: str | None
+    to_tag: str | None
+    result: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "zone": self.zone, "from": self.from_tag, "to": self.to_tag,
+                "result": self.result, "seconds": round(self.seconds, 3)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "NodeRecord":
+        seconds = data.get("seconds", 0)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise ValueError(f"nodes[].seconds: expected a number, got {seconds!r}")
+        return cls(name=_str(data.get("name"), "nodes[].name"),
+                   zone=_opt_str(data.get("zone"), "nodes[].zone"),
+                   from_tag=_opt_str(data.get("from"), "nodes[].from"),
+                   to_tag=_opt_str(data.get("to"), "nodes[].to"),
+                   result=_str(data.get("result"), "nodes[].result"),
+                   seconds=float(seconds))
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    deploy_id: str
+    kind: Kind
+    env: str
+    service: str
+    user: str
+    started_at: datetime
+    finished_at: datetime
+    tag: str
+    digest: str | None
+    result: Result
+    reason: str | None = None
+    nodes: tuple[NodeRecord, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        # Accept plain strings ("roll", "succeeded") and lists, store the strict forms.
+        object.__setattr__(self, "kind", Kind(self.kind))
+        object.__setattr__(self, "result", Result(self.result))
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        for name in ("started_at", "finished_at"):
+            if getattr(self, name).tzinfo is None:
+                raise ValueError(f"{name} must be timezone-aware (UTC)")
+        if not self.deploy_id:
+            raise ValueError("a history record needs a deploy id")
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to finish."""
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "deploy_id": self.deploy_id, "kind": str(self.kind),
+                "env": self.env, "service": self.service, "user": self.user,
+                "started_at": _time(self.started_at), "finished_at": _time(self.finished_at),
+                "duration": round(self.duration, 3),
+                "tag": self.tag, "digest": self.digest, "result": str(self.result),
+                "reason": self.reason, "nodes": [n.to_json() for n in self.nodes]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "HistoryRecord":
+        """Parse a record; ValueError if it is not one. Unknown keys are ignored (newer writers)."""
+        if not isinstance(data, Mapping):
+            raise ValueError("a history record is a JSON object")
+        nodes = data.get("nodes", [])
+        if not isinstance(nodes, list) or not all(isinstance(n, Mapping) for n in nodes):
+            raise ValueError("nodes: expected a list of objects")
+        return cls(deploy_id=_str(data.get("deploy_id"), "deploy_id"),
+                   kind=Kind(_str(data.get("kind"), "kind")),
+                   env=_str(data.get("env"), "env"),
+                   service=_str(data.get("service"), "service"),
+                   user=_str(data.get("user"), "user"),
+                   started_at=_parse_time(data.get("started_at")),
+                   finished_at=_parse_time(data.get("finished_at")),
+                   tag=_str(data.get("tag"), "tag"),
+                   digest=_opt_str(data.get("digest"), "digest"),
+                   result=Result(_str(data.get("result"), "result")),
+                   reason=_opt_str(data.get("reason"), "reason"),
+                   nodes=tuple(NodeRecord.from_json(n) for n in nodes))
+
+    @property
+    def file_name(self) -> str:
+        """`20261126T125129.123456Z-<deploy id>.json`: names sort in start order."""
+        stamp = self.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        return f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.deploy_id)[:100]}.json"
+
+    def sort_key(self) -> tuple[datetime, str]:
+        return (self.started_at, self.deploy_id)
+
+
+def merge(records: Iterable[HistoryRecord]) -> list[HistoryRecord]:
+    """One record per deploy id, newest first.
+
+    The same deploy is normally recorded identically on every node it
+    touched; if copies differ (a write that reached only some nodes), the
+    one that finished last wins.
+    """
+    best: dict[str, HistoryRecord] = {}
+    for rec in records:
+        held = best.get(rec.deploy_id)
+        if held is None or (rec.finished_at, len(rec.nodes)) > (held.finished_at, len(held.nodes)):
+            best[rec.deploy_id] = rec
+    return sorted(best.values(), key=HistoryRecord.sort_key, reverse=True)
+
+
+def ledger_name(env: str, service: str) -> str:
+    return stateimage.state_name(KIND, env, service)
+
+
+def _ledger_labels(env: str, service: str) -> dict[str, str]:
+    return {PREFIX + "env": env, PREFIX + "service": service}
+
+
+def _ledgers(client: docker.DockerClient, env: str, service: str | None) -> list[dict[str, Any]]:
+    """Ledger containers of env (and service) on one engine, canonical name first."""
+    filters = [f"{stateimage.KIND_LABEL}={KIND}", f"{PREFIX}env={env}"]
+    if service is not None:
+        filters.append(f"{PREFIX}service={service}")
+    found = client.api.containers(all=True, filters={"label": filters})
+    # The label filter matches `key=value` exactly, so env "a" never finds env "ab".
+    return found
+
+
+def _canonical_first(found: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return sorted(found, key=lambda c: f"/{name}" not in (c.get("Names") or []))
+
+
+# --- writing -------------------------------------------------------------------------
+
+def record(engines: Engines, rec: HistoryRecord, *, keep: int = DEFAULT_KEEP) -> list[str]:
+    """Write `rec` into the env/service ledger on every engine given; return nodes where it failed.
+
+    Best effort: a node that fails is skipped (its engine error is not raised).
+    Writing the same deploy id again overwrites its file (idempotent).
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    payload = json.dumps(rec.to_json(), indent=1, sort_keys=True).encode()
+
+    def one(node: str, client: docker.DockerClient) -> None:
+        _record_one(client, rec, payload, keep)
+
+    return [node for node, outcome in _each(engines, one) if isinstance(outcome, BaseException)]
+
+
+def _record_one(client: docker.DockerClient, rec: HistoryRecord, payload: bytes, keep: int) -> None:
+    name = ledger_name(rec.env, rec.service)
+    ledgers = _canonical_first(_ledgers(client, rec.env, rec.service), name)
+    if not ledgers:
+        try:
+            cid = stateimage.create_state_container(client, name, KIND,
+                                                    _ledger_labels(rec.env, rec.service))
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            # Someone created it at the same moment (or it lacks our labels): use it if it is ours.
+            existing = stateimage.inspect_settled(client, name)
+            labels = stateimage.labels_of(existing or {})
+            if existing is None or labels.get(PREFIX + "env") != rec.env \
+                    or labels.get(PREFIX + "service") != rec.service:
+                raise
+            cid = existing["Id"]
+        ledgers = [{"Id": cid, "Names": [f"/{name}"]}]
+    target = ledgers[0]["Id"]
+    files = stateimage.get_files(client, target, HISTORY_DIR) or {}
+    if len(ledgers) == 1 and len(files) + 1 <= keep + max(1, keep // 4):
+        stateimage.put_files(client, target, {f"{HISTORY_DIR}/{rec.file_name}": payload})
+        return
+    # Rotate: fold every ledger of this env/service on this engine into a fresh one.
+    for other in ledgers[1:]:
+        for fname, data in (stateimage.get_files(client, other["Id"], HISTORY_DIR) or {}).items():
+            files.setdefault(fname, data)
+    files[rec.file_name] = payload
+    _rotate(client, rec.env, rec.service, [c["Id"] for c in ledgers], files, keep)
+
+
+def _rotate(client: docker.DockerClient, env: str, service: str, old_ids: list[str],
+            files: dict[str, bytes], keep: int) -> None:
+    name = ledger_name(env, service)
+    newest = sorted((f for f in files if f.endswith(".json")), reverse=True)[:keep]
+    temp = f"{name}-r{secrets.token_hex(4)}"
+    cid = stateimage.create_state_container(client, temp, KIND, _ledger_labels(env, service))
+    try:
+        stateimage.put_files(client, cid, {f"{HISTORY_DIR}/{f}": files[f] for f in newest})
+    except BaseException:
+        stateimage.remove(client, cid)  # the old ledgers are untouched: nothing lost
+        raise
+    for old in old_ids:
+        stateimage.remove(client, old)
+    try:
+        client.api.rename(cid, name)
+    except docker.errors.APIError as exc:
+        # 409: a writer recreated the canonical name meanwhile. The temp-named
+        # ledger is still found by its labels, and the next rotation merges both.
+        if exc.status_code != 409:
+            raise
+
+
+# --- reading -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HistoryRead:
+    """The merged history and what could not be read."""
+
+    records: tuple[HistoryRecord, ...]
+    failed: tuple[str, ...] = ()        # nodes whose engine did not answer
+    unreadable: tuple[str, ...] = ()    # "node:file" of files that are not history records
+
+
+def read_all(engines: Engines, env: str, service: str | None = None) -> HistoryRead:
+    """Read every ledger of env (and service, or all services) on the engines, in parallel."""
+    def one(node: str, client: docker.DockerClient) -> tuple[list[HistoryRecord], list[str]]:
+        records: list[HistoryRecord] = []
+        bad: list[str] = []
+        for ledger in _ledgers(client, env, service):
+            files = stateimage.get_files(client, ledger["Id"], HISTORY_DIR) or {}
+            for fname, data in files.items():
+                if not fname.endswith(".json"):
+                    continue
+                try:
+                    rec = HistoryRecord.from_json(json.loads(data))
+                except ValueError:  # includes JSON and enum errors
+                    bad.append(f"{node}:{fname}")
+                    continue
+                if rec.env == env and (service is None or rec.service == service):
+                    records.append(rec)
+        return records, bad
+
+    records: list[HistoryRecord] = []
+    failed: list[str] = []
+    unreadable: list[str] = []
+    for node, outcome in _each(engines, one):
+        if isinstance(outcome, BaseException):
+            failed.append(node)
+        else:
+            records.extend(outcome[0])
+            unreadable.extend(outcome[1])
+    return HistoryRead(tuple(merge(records)), tuple(failed), tuple(sorted(unreadable)))
+
+
+def read(engines: Engines, env: str, service: str | None = None) -> list[HistoryRecord]:
+    """The history of env (one service, or all), newest first, merged across the engines.
+
+    Nodes that do not answer are skipped (their deploys are normally also on
+    other nodes); if none answers, Unreachable. Use `read_all` to learn which failed.
+    """
+    result = read_all(engines, env, service)
+    if engines and len(result.failed) == len(engines):
+        raise Unreachable(f"no node of environment {env!r} answered "
+                          f"({', '.join(result.failed)}): history unavailable")
+    return list(result.records)
+
+
+def _each(engines: Engines, fn: Callable[[str, docker.DockerClient], R]
+          ) -> list[tuple[str, R | BaseException]]:
+    """Run fn(node, client) on every engine in parallel; (node, result or its engine error)."""
+    if not engines:
+        return []
+    with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(engines)),
+                            thread_name_prefix="dockship-history") as pool:
+        futures = [(node, pool.submit(fn, node, client)) for node, client in engines]
+        out: list[tuple[str, R | BaseException]] = []
+        for node, fut in futures:
+            try:
+                out.append((node, fut.result()))
+            except (*stateimage.ENGINE_ERRORS, tarfile.TarError) as exc:
+                out.append((node, exc))
+        return out
