@@ -23,7 +23,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dockship", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="dockship", description="Bake package versions from an index into images and roll them onto nodes, gated on health.")
     p.add_argument("--version", action="version", version=f"dockship {__version__}")
     p.add_argument("--config", metavar="PATH",
                    help="configuration file (default: $DOCKSHIP_CONFIG or ./dockship.toml)")
@@ -39,6 +39,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--pull", action="store_true", help="refresh the base image before building")
     b.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     b.set_defaults(func=_build)
+
+    r = sub.add_parser("roll", help="roll a tag onto the nodes of an environment, node by node")
+    r.add_argument("--env", required=True, help="environment name from the config")
+    r.add_argument("--service", help="service to roll (default: every service of the config)")
+    r.add_argument("--tag", help="image tag (default: the highest final release in the registry)")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
+    _deploy_flags(r)
+    r.set_defaults(func=_roll, rollback=False)
+
+    rb = sub.add_parser("rollback", help="put every node back on the tag it ran before")
+    rb.add_argument("--env", required=True, help="environment name from the config")
+    rb.add_argument("--service", help="service (default: every service of the config)")
+    rb.add_argument("--tag", help="roll this tag instead of each node's previous one")
+    rb.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
+    _deploy_flags(rb)
+    rb.set_defaults(func=_roll, rollback=True)
+
+    st = sub.add_parser("status", help="what every node of an environment runs, and its health")
+    st.add_argument("--env", required=True)
+    st.add_argument("--service")
+    st.add_argument("--json", action="store_true", help="print as JSON on stdout")
+    st.set_defaults(func=_status)
+
+    hi = sub.add_parser("history", help="every roll and rollback of an environment, newest first")
+    hi.add_argument("--env", required=True)
+    hi.add_argument("--service")
+    hi.add_argument("--json", action="store_true", help="print as JSON on stdout")
+    hi.set_defaults(func=_history)
 
     lab = sub.add_parser("lab", help="the local test bed: engines, registry, index, nodes, Chef server")
     labsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
@@ -80,6 +108,113 @@ def _build(args: argparse.Namespace) -> int:
     err.print(f"[green]✓[/] {escape(result.summary())}")
     if args.json:
         _emit_json(result.to_json())
+    return 0
+
+
+def _deploy_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another deployment's lock (default: fail at once, exit 3)")
+    p.add_argument("--parallel", type=int, default=8, metavar="N",
+                   help="engine connections and pulls opened at once (default 8)")
+
+
+def _roll(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from dockship.deploy import RollOptions, roll
+    from dockship.live import LiveTable
+
+    config = _config(args)
+    if args.lock_wait < 0 or args.parallel < 1:
+        raise _usage("--lock-wait must be >= 0 and --parallel >= 1")
+    cancel = threading.Event()
+    table = LiveTable(err)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not cancel.is_set():
+            cancel.set()
+            err.print(f"[yellow]![/] {signal.Signals(signum).name}: finishing or undoing the node "
+                      "in flight, then stopping (rolling back what changed)")
+        else:
+            err.print("[yellow]![/] already stopping; no node is left without a container")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcomes = roll(config, args.env, service=args.service,
+                        opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
+                                         lock_wait=args.lock_wait, parallel=args.parallel),
+                        observer=table, cancel=cancel, rollback=args.rollback)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if args.dry_run:
+        for o in outcomes:
+            _print_plan(o.plan)
+        if args.json:
+            plans = [o.plan.to_json() for o in outcomes]
+            _emit_json(plans[0] if len(plans) == 1 else {"services": plans})
+        return 0
+    reports = [o.report for o in outcomes if o.report is not None]
+    if args.json:
+        data = [r.to_json() for r in reports]
+        _emit_json(data[0] if len(data) == 1 else {"services": data})
+    if cancel.is_set():
+        return 1
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _print_plan(plan) -> None:
+    kind = "rollback" if plan.rollback else "roll"
+    err.print(f"[bold]plan[/] ({kind}, dry run: nothing touched): {escape(plan.service)} → "
+              f"{escape(plan.target.tag)} in {escape(plan.env)} [dim]{plan.target.digest}[/]")
+    for batch in plan.batches:
+        err.print(f"  [bold]{batch.label}[/]")
+        for s in batch.steps:
+            err.print(f"    {s.node.name:12} zone {s.node.zone or '-':4} {s.from_tag or '—'} → "
+                      f"{s.to_tag}  ({s.action.value})", markup=False)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from dockship.status import status
+
+    result = status(_config(args), args.env, args.service)
+    for svc in result:
+        split = " [yellow](split fleet: " + ", ".join(svc.tags) + ")[/]" if len(svc.tags) > 1 else ""
+        err.print(f"[bold]{escape(svc.service)}[/] in {escape(svc.env)}{split}")
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("node", "zone", "tag", "health", "since", "previous", "retained", "digest"):
+            table.add_column(col)
+        for n in svc.nodes:
+            table.add_row(n.name, n.zone or "", n.tag or "—", n.error or n.health, n.since or "",
+                          n.previous or "", ", ".join(n.retained), (n.digest or "")[:19])
+        err.print(table)
+    if args.json:
+        data = [s.to_json() for s in result]
+        _emit_json(data[0] if len(data) == 1 else {"services": data})
+    return 0 if all(not n.error for s in result for n in s.nodes) else 1
+
+
+def _history(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from dockship.deploy import read_history
+
+    records = read_history(_config(args), args.env, args.service)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("when", "kind", "service", "user", "tag", "result", "time", "nodes"):
+        table.add_column(col, overflow="fold")
+    for rec in records:
+        nodes = ", ".join(f"{n.name} {n.from_tag or '—'}→{n.to_tag} {n.result}" for n in rec.nodes)
+        table.add_row(rec.started_at.strftime("%Y-%m-%d %H:%M:%S"), str(rec.kind), rec.service,
+                      rec.user, rec.tag, str(rec.result), f"{rec.duration:.1f}s", nodes)
+    err.print(table if records else "no deployments recorded")
+    if args.json:
+        _emit_json({"env": args.env, "service": args.service,
+                    "records": [r.to_json() for r in records]})
     return 0
 
 

@@ -344,8 +344,8 @@ def _chef(r: _Reader, at: str, t: Mapping[str, Any], env_name: str) -> ChefSetti
         if problem:
             r.error(f"{at}.docker", problem)
     sign = str(t.get("sign_version", "1.3"))
-    if sign not in ("1.0", "1.3"):
-        r.error(f"{at}.sign_version", f"'{sign}' is not supported; use \"1.3\" (default) or \"1.0\"")
+    if sign not in ("1.0", "1.1", "1.3"):
+        r.error(f"{at}.sign_version", f"'{sign}' is not supported; use \"1.3\" (default), \"1.1\" or \"1.0\"")
     attrs = r.table(t, "attributes", at=f"{at}.attributes")
     r.known(attrs, f"{at}.attributes", ("name", "address", "zone"))
     merged = {"address": "ipaddress", "zone": "zone"}

@@ -43,10 +43,13 @@ class NodeStep:
     action: StepAction
     from_tag: str | None
     from_digest: str | None
+    to_tag: str              # a rollback sends each node to its own previous tag
+    to_digest: str
+    pull: bool = True        # False: the image is already on the node (rollback)
 
-    def to_json(self, target: Target) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"name": self.node.name, "zone": self.node.zone, "from": self.from_tag,
-                "to": target.tag, "action": self.action.value}
+                "to": self.to_tag, "action": self.action.value}
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class RollPlan:
     def to_json(self) -> dict[str, Any]:
         return {"env": self.env, "service": self.service, "tag": self.target.tag,
                 "digest": self.target.digest, "deploy_id": self.deploy_id,
-                "batches": [{"name": b.label, "nodes": [s.to_json(self.target) for s in b.steps]}
+                "batches": [{"name": b.label, "nodes": [s.to_json() for s in b.steps]}
                             for b in self.batches]}
 
 

@@ -1,0 +1,171 @@
+"""Node engines: one Docker client per node, opened lazily, in parallel, always closed.
+
+`ssh://` goes through our own transport (the configured key and known-hosts
+file, unknown hosts refused), `tcp://` through TLS settings, `unix://`
+directly. Connections are opened with a bound on parallelism so a large
+fleet does not become an SSH connection storm.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import docker
+import docker.errors
+import docker.tls
+import requests
+
+from dockship.config import Environment, Node
+from dockship.errors import DockshipError, Unreachable
+
+T = TypeVar("T")
+DEFAULT_PARALLEL = 8
+API_TIMEOUT = 120
+
+
+class NodeEngine:
+    """A node and its engine client, connected on first use (Fabric's `@opens` habit)."""
+
+    def __init__(self, node: Node, env: Environment, *, timeout: int = API_TIMEOUT):
+        self.node = node
+        self.env = env
+        self.timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<NodeEngine {self.node.name} {self.node.docker}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NodeEngine) and other.node == self.node
+
+    def __hash__(self) -> int:
+        return hash(self.node)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def address(self) -> str:
+        """Where the node's published ports answer: `address`, else the engine's host."""
+        if self.node.address:
+            return self.node.address
+        parts = urlsplit(self.node.docker)
+        return parts.hostname if parts.scheme in ("ssh", "tcp") and parts.hostname else "127.0.0.1"
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._open()
+            return self._client
+
+    def _open(self) -> docker.DockerClient:
+        url = self.node.docker
+        scheme = urlsplit(url).scheme
+        where = f"node {self.node.name} ({url})"
+        try:
+            if scheme == "ssh":
+                from dockship.sshengine import ssh_docker_client
+                ssh = self.env.ssh
+                if ssh.user and not urlsplit(url).username:
+                    parts = urlsplit(url)
+                    url = f"ssh://{ssh.user}@{parts.netloc}"
+                home = Path(os.path.expanduser("~/.ssh"))
+                key = ssh.key or _default_key(home)
+                known = ssh.known_hosts or home / "known_hosts"
+                return ssh_docker_client(url, key=key, known_hosts=known, timeout=self.timeout)
+            if scheme == "tcp":
+                tls = self.env.tls
+                tls_config = None
+                if tls.ca or tls.cert:
+                    tls_config = docker.tls.TLSConfig(
+                        client_cert=(str(tls.cert), str(tls.key)) if tls.cert and tls.key else None,
+                        ca_cert=str(tls.ca) if tls.ca else None, verify=tls.verify)
+                client = docker.DockerClient(base_url=url, tls=tls_config or False,
+                                             timeout=self.timeout)
+            else:
+                client = docker.DockerClient(base_url=url, timeout=self.timeout)
+            client.ping()
+            return client
+        except DockshipError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            raise Unreachable(f"{where} unreachable: {_short(exc)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                except Exception:  # noqa: BLE001 - closing must never mask the real outcome
+                    pass
+                self._client = None
+
+
+def _default_key(home: Path) -> Path:
+    for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
+        if (home / name).exists():
+            return home / name
+    return home / "id_ed25519"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:200] if text else type(exc).__name__
+
+
+class Fleet:
+    """The engines of one roll: opened together with a bound, closed together."""
+
+    def __init__(self, nodes: Sequence[Node], env: Environment, *, parallel: int = DEFAULT_PARALLEL):
+        self.engines = tuple(NodeEngine(n, env) for n in nodes)
+        self.parallel = max(1, parallel)
+
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self):
+        return iter(self.engines)
+
+    def __len__(self) -> int:
+        return len(self.engines)
+
+    def by_name(self, name: str) -> NodeEngine:
+        return next(e for e in self.engines if e.name == name)
+
+    def connect(self) -> None:
+        """Open every engine now; all failures are reported together, one line each."""
+        errors = [exc for _, _, exc in self.each(lambda e: e.client) if exc is not None]
+        if errors:
+            first = errors[0]
+            message = "; ".join(str(e) for e in errors)
+            raise type(first)(message) if isinstance(first, DockshipError) else Unreachable(message)
+
+    def each(self, fn: Callable[[NodeEngine], T], engines: Iterable[NodeEngine] | None = None
+             ) -> list[tuple[NodeEngine, T | None, BaseException | None]]:
+        """Run fn on engines in parallel (bounded); per-engine results, never losing a failure."""
+        todo = list(self.engines if engines is None else engines)
+        results: list[tuple[NodeEngine, T | None, BaseException | None]] = []
+        with ThreadPoolExecutor(max_workers=min(self.parallel, max(1, len(todo)))) as pool:
+            futures = [(e, pool.submit(fn, e)) for e in todo]
+            for engine, future in futures:
+                try:
+                    results.append((engine, future.result(), None))
+                except Exception as exc:  # noqa: BLE001 - returned to the caller per engine
+                    results.append((engine, None, exc))
+        return results
+
+    def close(self) -> None:
+        for e in self.engines:
+            e.close()

@@ -1,0 +1,115 @@
+"""The roll as people watch it: a live per-node table on a terminal, plain lines elsewhere.
+
+An observer of `rollout.Deployment`; events arrive from worker threads, so
+all state is guarded by one lock. On a non-terminal (CI logs) every phase
+change is one line, which reads well in a log and costs nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from dockship.plan import RollPlan
+from dockship.report import NodeResult, Result, RollReport
+
+_STYLE = {"updated": "green", "unchanged": "dim", "failed": "red", "BROKEN": "bold red",
+          "rolled back": "yellow", "rolling back": "yellow", "putting back": "yellow",
+          "health": "cyan", "kept": "yellow"}
+_RESULT_STYLE = {NodeResult.UPDATED: "green", NodeResult.UNCHANGED: "dim", NodeResult.FAILED: "red",
+                 NodeResult.ROLLED_BACK: "yellow", NodeResult.NOT_REACHED: "dim",
+                 NodeResult.KEPT: "yellow", NodeResult.BROKEN: "bold red"}
+
+
+class LiveTable:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True, highlight=False)
+        self._lock = threading.Lock()
+        self._rows: dict[str, dict[str, object]] = {}
+        self._plan: RollPlan | None = None
+        self._live: Live | None = None
+
+    # -- observer events ----------------------------------------------------------------
+
+    def planned(self, plan: RollPlan) -> None:
+        with self._lock:
+            self._plan = plan
+            self._rows = {}
+            for batch in plan.batches:
+                for s in batch.steps:
+                    self._rows[s.node.name] = {"zone": s.node.zone or "", "batch": batch.label,
+                                               "from": s.from_tag or "—", "to": s.to_tag,
+                                               "phase": "waiting" if s.action.value == "deploy" else "unchanged",
+                                               "detail": "", "t0": None, "t": None}
+        kind = "rollback" if plan.rollback else "roll"
+        self.console.print(f"[bold]{kind}[/] {plan.service} → {plan.target.tag} in {plan.env} "
+                           f"[dim]({plan.target.digest[:19]}…, deploy {plan.deploy_id})[/]")
+        if self.console.is_terminal:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=8,
+                              transient=False)
+            self._live.start()
+
+    def node(self, name: str, phase: str, detail: str = "") -> None:
+        with self._lock:
+            row = self._rows.setdefault(name, {"zone": "", "batch": "", "from": "", "to": "",
+                                               "phase": "", "detail": "", "t0": None, "t": None})
+            changed = row["phase"] != phase
+            if row["t0"] is None and phase not in ("waiting", "unchanged"):
+                row["t0"] = time.monotonic()
+            row["phase"], row["detail"] = phase, detail
+            if phase in ("updated", "failed", "BROKEN", "rolled back", "kept") and row["t0"]:
+                row["t"] = time.monotonic() - float(row["t0"])  # type: ignore[arg-type]
+            if self._live is not None:
+                self._live.update(self._table())
+            elif changed and phase != "pulling":
+                self.console.print(f"  {name:12} {phase:13} {detail}", markup=False)
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]![/] {text}")
+
+    def finished(self, report: RollReport) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+            self._live.stop()
+            self._live = None
+        self.print_report(report)
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def _table(self) -> Table:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("node", "zone", "batch", "from", "to", "phase", "time", "detail"):
+            table.add_column(col, no_wrap=col != "detail", overflow="fold")
+        now = time.monotonic()
+        for name, r in self._rows.items():
+            secs = r["t"] if r["t"] is not None else (now - float(r["t0"]) if r["t0"] else None)  # type: ignore[arg-type]
+            phase = str(r["phase"])
+            table.add_row(name, str(r["zone"]), str(r["batch"]), str(r["from"]), str(r["to"]),
+                          f"[{_STYLE.get(phase, 'white')}]{phase}[/]",
+                          f"{secs:.1f}s" if secs is not None else "", str(r["detail"])[:80])
+        return table
+
+    def print_report(self, report: RollReport) -> None:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("node", "zone", "from", "to", "result", "time"):
+            table.add_column(col)
+        for n in report.nodes:
+            table.add_row(n.name, n.zone or "", n.from_tag or "—", n.to_tag or "",
+                          f"[{_RESULT_STYLE[n.result]}]{n.result.value}[/]", f"{n.seconds:.1f}s")
+        self.console.print(table)
+        colour = {Result.SUCCEEDED: "green", Result.ROLLED_BACK: "yellow", Result.FAILED: "red"}[report.result]
+        mark = "✓" if report.ok else "✗"
+        self.console.print(f"[{colour}]{mark}[/] {report.summary()}", markup=True)
+        if report.reason:
+            self.console.print(f"  reason: {report.reason}", markup=False)
+        for n in report.nodes:
+            if n.logs:
+                self.console.print(f"  last log lines of {n.name}:", markup=False)
+                for line in n.logs:
+                    self.console.print(f"    | {line}", markup=False)
+        for w in report.warnings:
+            self.console.print(f"  warning: {w}", markup=False)

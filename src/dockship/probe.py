@@ -1,0 +1,92 @@
+"""Watching a container come up: engine state plus HTTP probes, judged by `health`.
+
+This is the I/O half of the health gate; `health.HealthJudge` is the pure
+half. Probes go straight to the node's published port, never through a
+proxy from the environment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import docker.errors
+import requests
+
+from dockship.config import HealthCheck
+from dockship.container import ServiceContainer
+from dockship.health import HealthJudge, Observation, State, Verdict
+
+
+def http_probe(session: requests.Session, url: str, timeout: float) -> tuple[int | None, str | None]:
+    try:
+        resp = session.get(url, timeout=timeout, allow_redirects=False)
+        resp.close()
+        return resp.status_code, None
+    except requests.ConnectionError as exc:
+        text = str(exc)
+        return None, "connection refused" if "refused" in text.lower() else "connection failed"
+    except requests.Timeout:
+        return None, f"no answer within {timeout:g}s"
+    except requests.RequestException as exc:
+        return None, type(exc).__name__
+
+
+def observe(container: ServiceContainer, session: requests.Session, url: str, at: float,
+            timeout: float) -> Observation:
+    try:
+        state = container.client.api.inspect_container(container.id)
+    except docker.errors.NotFound:
+        return Observation(at, "removed")
+    status = state["State"].get("Status", "unknown")
+    if state["State"].get("Restarting"):
+        status = "restarting"
+    exit_code = state["State"].get("ExitCode") if status in ("exited", "dead") else None
+    restarts = int(state.get("RestartCount") or 0)
+    http_status, error = (None, None)
+    if status == "running":
+        http_status, error = http_probe(session, url, timeout)
+    return Observation(at, status, exit_code=exit_code, restarts=restarts,
+                       http_status=http_status, error=error)
+
+
+def wait_healthy(container: ServiceContainer, *, address: str, port: int, check: HealthCheck,
+                 cancel: threading.Event | None = None,
+                 on_update=None) -> Verdict:
+    """Probe until the judge decides; `cancel` makes it give up (as a failure)."""
+    judge = HealthJudge(check)
+    url = f"http://{_host(address)}:{port}{check.path}"
+    session = requests.Session()
+    session.trust_env = False
+    started = time.monotonic()
+    probe_timeout = max(0.5, min(2.0, check.timeout / 4))
+    try:
+        while True:
+            obs = observe(container, session, url, time.monotonic() - started, probe_timeout)
+            verdict = judge.observe(obs)
+            if on_update is not None:
+                on_update(verdict)
+            if verdict.done:
+                return verdict
+            if cancel is not None and cancel.is_set():
+                return Verdict(State.FAILED, "interrupted before it was proven healthy")
+            time.sleep(check.interval)
+    finally:
+        session.close()
+
+
+def probe_once(address: str, port: int, check: HealthCheck) -> str:
+    """A one-shot health word for `status`: healthy, unhealthy (503), or unreachable."""
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        code, error = http_probe(session, f"http://{_host(address)}:{port}{check.path}", 2.0)
+    finally:
+        session.close()
+    if code == check.status:
+        return "healthy"
+    return f"unhealthy ({code})" if code is not None else f"unreachable ({error})"
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address

@@ -1,0 +1,95 @@
+"""What a roll did, node by node: the record behind the summary, `--json` and history.
+
+Failures keep the results (Fabric's GroupResult habit): a failed roll still
+reports every node's outcome, so the output can say precisely what runs where.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class NodeResult(enum.StrEnum):
+    UPDATED = "updated"              # runs the target, proven healthy
+    UNCHANGED = "unchanged"          # already ran the target
+    FAILED = "failed"                # the target failed here; the previous container is back
+    ROLLED_BACK = "rolled_back"      # was updated, then put back by the automatic rollback
+    NOT_REACHED = "not_reached"      # the roll stopped before this node's turn
+    KEPT = "kept"                    # had no previous version to go back to; left on the target
+    BROKEN = "broken"                # putting the previous container back failed: needs a human
+
+
+class Result(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    name: str
+    zone: str | None
+    from_tag: str | None
+    to_tag: str | None
+    result: NodeResult
+    seconds: float
+    reason: str | None = None
+    logs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "zone": self.zone, "from": self.from_tag,
+                               "to": self.to_tag, "result": self.result.value,
+                               "seconds": round(self.seconds, 3)}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.logs:
+            out["logs"] = list(self.logs)
+        return out
+
+
+@dataclass(frozen=True)
+class RollReport:
+    kind: str                        # "roll" or "rollback"
+    env: str
+    service: str
+    tag: str
+    digest: str
+    result: Result
+    deploy_id: str
+    nodes: tuple[NodeReport, ...]
+    started_at: str
+    seconds: float
+    reason: str | None = None
+    failed_node: str | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.result is Result.SUCCEEDED
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"env": self.env, "service": self.service, "tag": self.tag,
+                               "digest": self.digest, "result": self.result.value,
+                               "nodes": [n.to_json() for n in self.nodes],
+                               "kind": self.kind, "deploy_id": self.deploy_id,
+                               "started_at": self.started_at, "seconds": round(self.seconds, 3)}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.failed_node:
+            out["failed_node"] = self.failed_node
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.result.value] = counts.get(n.result.value, 0) + 1
+        parts = ", ".join(f"{v} {k}" for k, v in counts.items())
+        head = {Result.SUCCEEDED: f"{self.kind} of {self.service} to {self.tag} in {self.env} succeeded",
+                Result.ROLLED_BACK: f"{self.kind} of {self.service} to {self.tag} in {self.env} failed "
+                                    "and was rolled back",
+                Result.FAILED: f"{self.kind} of {self.service} to {self.tag} in {self.env} failed"}[self.result]
+        return f"{head} in {self.seconds:.1f}s ({parts})"

@@ -1,0 +1,337 @@
+"""Executing a roll plan: node by node, gated on health, undone on failure.
+
+A node's swap is a scope (compose's recreate, pipx's preserve_venv): the
+old container is stopped and *kept*, the new one started and proven healthy,
+and only then is the swap final; any failure in between puts the old
+container back at once. When a later node fails, the nodes already updated
+are put back too, in reverse order (`auto_rollback`). At every moment each
+node has a running container of some version, or the report says precisely
+which node does not and why.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+import docker.errors
+
+from dockship.config import Environment, Service
+from dockship.container import (ServiceContainer, containers_of, create, current, logs_tail,
+                                prune, remove, start, stop)
+from dockship.credentials import Credentials
+from dockship.engine import StreamError, drain
+from dockship.engines import Fleet, NodeEngine
+from dockship.health import State, Verdict
+from dockship.hooks import HookContext, HookFailed, run_hook
+from dockship.plan import NodeStep, RollPlan, StepAction
+from dockship.probe import wait_healthy
+from dockship.report import NodeReport, NodeResult, Result, RollReport
+
+
+class RollObserver(Protocol):
+    """Receives progress events; the live table and the JSON report are observers."""
+
+    def planned(self, plan: RollPlan) -> None: ...
+    def node(self, name: str, phase: str, detail: str = "") -> None: ...
+    def note(self, text: str) -> None: ...
+    def finished(self, report: RollReport) -> None: ...
+
+
+class QuietObserver:
+    def planned(self, plan: RollPlan) -> None: pass
+    def node(self, name: str, phase: str, detail: str = "") -> None: pass
+    def note(self, text: str) -> None: pass
+    def finished(self, report: RollReport) -> None: pass
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """What a successful swap leaves behind, to undo it later if a later node fails."""
+
+    step: NodeStep
+    old_id: str | None
+    new_id: str
+    started: float
+
+
+class Deployment:
+    """Walks one plan over one fleet. Create, then `run()` once."""
+
+    def __init__(self, plan: RollPlan, *, service: Service, env: Environment, fleet: Fleet,
+                 credentials: Credentials | None = None, observer: RollObserver | None = None,
+                 cancel: threading.Event | None = None, kind: str = "roll",
+                 heartbeat: Callable[[], object] | None = None):
+        self.plan = plan
+        self.service = service
+        self.env = env
+        self.fleet = fleet
+        self.credentials = credentials
+        self.observer = observer or QuietObserver()
+        self.cancel = cancel or threading.Event()
+        self.kind = kind
+        self.heartbeat = heartbeat   # called between batches: keeps the deploy lock fresh
+        self.warnings: list[str] = []
+
+    # -- the walk ---------------------------------------------------------------------
+
+    def run(self) -> RollReport:
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t0 = time.monotonic()
+        reports: dict[str, NodeReport] = {}
+        for step in self.plan.steps:
+            result = NodeResult.UNCHANGED if step.action is StepAction.UNCHANGED else NodeResult.NOT_REACHED
+            reports[step.node.name] = NodeReport(step.node.name, step.node.zone, step.from_tag,
+                                                 step.to_tag, result, 0.0)
+        self.observer.planned(self.plan)
+
+        def finish(result: Result, reason: str | None = None, failed: str | None = None) -> RollReport:
+            report = RollReport(self.kind, self.plan.env, self.plan.service, self.plan.target.tag,
+                                self.plan.target.digest, result, self.plan.deploy_id,
+                                tuple(reports[s.node.name] for s in self.plan.steps), started_at,
+                                time.monotonic() - t0, reason, failed, tuple(self.warnings))
+            self.observer.finished(report)
+            return report
+
+        try:
+            run_hook(self.env.hooks, "pre_roll", self._ctx())
+        except HookFailed as exc:
+            return finish(Result.FAILED, f"{exc}; nothing was changed")
+
+        swapped: list[Swapped] = []
+        failure: tuple[str, str] | None = None
+        with ThreadPoolExecutor(max_workers=self.fleet.parallel, thread_name_prefix="pull") as pulls:
+            pulled = {s.node.name: pulls.submit(self._pull, s) for s in self.plan.steps
+                      if s.action is StepAction.DEPLOY}
+            for batch in self.plan.batches:
+                todo = [s for s in batch.steps if s.action is StepAction.DEPLOY]
+                if not todo:
+                    continue
+                if self.cancel.is_set():
+                    failure = ("", "interrupted")
+                    break
+                if self.heartbeat is not None:
+                    self.heartbeat()
+                outcomes = self._in_parallel(todo, lambda s: self._deploy(s, pulled[s.node.name]))
+                for step, (report, done) in zip(todo, outcomes):
+                    reports[step.node.name] = report
+                    if done is not None:
+                        swapped.append(done)
+                    elif failure is None:
+                        failure = (step.node.name, f"{step.node.name}: {report.reason}")
+                if failure:
+                    break
+            if failure:
+                for name, fut in pulled.items():
+                    fut.cancel()
+
+        if failure is None:
+            try:
+                run_hook(self.env.hooks, "post_roll", self._ctx())
+            except HookFailed as exc:
+                self.warnings.append(str(exc))
+            return finish(Result.SUCCEEDED)
+
+        failed_node, reason = failure
+        if self.env.rollout.auto_rollback and swapped:
+            self.observer.note(f"rolling back {len(swapped)} updated node(s)")
+            for done in reversed(swapped):
+                reports[done.step.node.name] = self._restore(done)
+        broken = [r for r in reports.values() if r.result is NodeResult.BROKEN]
+        left = [r for r in reports.values() if r.result in (NodeResult.UPDATED, NodeResult.KEPT)]
+        result = Result.FAILED if broken or left else Result.ROLLED_BACK
+        if left:
+            self.warnings.append("left on the new version: " + ", ".join(r.name for r in left))
+        try:
+            run_hook(self.env.hooks, "on_failure", self._ctx())
+        except HookFailed as exc:
+            self.warnings.append(str(exc))
+        return finish(result, reason, failed_node or None)
+
+    def _in_parallel(self, steps: list[NodeStep], fn: Callable[[NodeStep], tuple[NodeReport, Swapped | None]]
+                     ) -> list[tuple[NodeReport, Swapped | None]]:
+        if len(steps) == 1:
+            return [fn(steps[0])]
+        with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="node") as pool:
+            return [f.result() for f in [pool.submit(fn, s) for s in steps]]
+
+    def _ctx(self, step: NodeStep | None = None, engine: NodeEngine | None = None) -> HookContext:
+        if step is None:
+            return HookContext(self.plan.env, self.plan.service, self.plan.deploy_id,
+                               to_tag=self.plan.target.tag)
+        return HookContext(self.plan.env, self.plan.service, self.plan.deploy_id,
+                           from_tag=step.from_tag, to_tag=step.to_tag, node=step.node.name,
+                           address=engine.address if engine else None, zone=step.node.zone)
+
+    # -- one node ---------------------------------------------------------------------
+
+    def _ref(self, step: NodeStep) -> str:
+        return f"{self.plan.target.repository}@{step.to_digest}"
+
+    def _pull(self, step: NodeStep) -> None:
+        """Bring the target image onto the node ahead of its turn (all nodes at once)."""
+        engine = self.fleet.by_name(step.node.name)
+        client = engine.client
+        ref = self._ref(step)
+        try:
+            client.images.get(ref)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        if not step.pull:
+            raise StreamError(f"rollback on {step.node.name}", f"image {ref} is no longer on the node")
+        progress: dict[str, tuple[int, int]] = {}
+
+        def on_chunk(chunk: dict) -> None:
+            detail = chunk.get("progressDetail") or {}
+            if chunk.get("id") and detail.get("total"):
+                progress[chunk["id"]] = (detail.get("current", 0), detail["total"])
+                done = sum(c for c, _ in progress.values()) / 1e6
+                total = sum(t for _, t in progress.values()) / 1e6
+                self.observer.node(step.node.name, "pulling", f"{done:.1f}/{total:.1f} MB")
+
+        auth = self.credentials.as_auth_config() if self.credentials else None
+        drain(client.api.pull(self.plan.target.repository, tag=step.to_digest, stream=True,
+                              decode=True, auth_config=auth), f"pull of {ref} on {step.node.name}",
+              on_chunk)
+
+    def _deploy(self, step: NodeStep, pulled: Future) -> tuple[NodeReport, Swapped | None]:
+        t0 = time.monotonic()
+        name = step.node.name
+        svc = self.service
+        engine = self.fleet.by_name(name)
+
+        def report(result: NodeResult, reason: str | None = None, logs: list[str] | None = None) -> NodeReport:
+            return NodeReport(name, step.node.zone, step.from_tag, step.to_tag, result,
+                              time.monotonic() - t0, reason, tuple(logs or ()))
+
+        self.observer.node(name, "pulling")
+        try:
+            pulled.result()
+            client = engine.client
+            containers = containers_of(client, svc.name)
+        except Exception as exc:  # noqa: BLE001 - any failure before a change is "nothing changed"
+            self.observer.node(name, "failed", "pull failed")
+            return report(NodeResult.FAILED, f"{_short(exc)}; nothing changed on this node"), None
+        old = current(containers)
+        ctx = self._ctx(step, engine)
+        try:
+            self.observer.node(name, "pre_node hook")
+            run_hook(self.env.hooks, "pre_node", ctx)
+        except HookFailed as exc:
+            self.observer.node(name, "failed", "pre_node hook")
+            return report(NodeResult.FAILED, f"{exc}; nothing changed on this node"), None
+
+        new: ServiceContainer | None = None
+        try:
+            if old is not None:
+                self.observer.node(name, "stopping", old.tag or "")
+                stop(old, svc.stop_timeout)
+            self.observer.node(name, "starting", step.to_tag)
+            new = create(client, svc, env=self.plan.env, ref=self._ref(step), tag=step.to_tag,
+                         digest=step.to_digest, deploy_id=self.plan.deploy_id, previous=old)
+            start(new)
+            self.observer.node(name, "health", "waiting")
+            verdict = wait_healthy(new, address=engine.address, port=svc.port, check=svc.health,
+                                   cancel=self.cancel,
+                                   on_update=lambda v: self.observer.node(name, "health", v.reason))
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the old container goes back
+            verdict = Verdict(State.FAILED, f"could not start the new container: {_short(exc)}")
+
+        if verdict.state is State.HEALTHY:
+            try:
+                run_hook(self.env.hooks, "post_node", ctx)
+            except HookFailed as exc:
+                verdict = Verdict(State.FAILED, str(exc))
+        if verdict.state is State.HEALTHY:
+            assert new is not None
+            prune(containers_of(client, svc.name), svc.retain, protect={old.id} if old else set())
+            self.observer.node(name, "updated", verdict.reason)
+            return report(NodeResult.UPDATED, verdict.reason), Swapped(step, old.id if old else None,
+                                                                      new.id, t0)
+
+        # The new version failed here: keep its last words, then put the old one back.
+        logs = logs_tail(new) if new is not None else []
+        self.observer.node(name, "putting back", step.from_tag or "")
+        if new is not None:
+            try:
+                stop(new, 1)
+                remove(new)
+            except docker.errors.DockerException as exc:
+                self.warnings.append(f"{name}: could not remove the failed container {new.name}: {_short(exc)}")
+        problem = self._put_back(engine, old, ctx)
+        if problem:
+            self.observer.node(name, "BROKEN", problem)
+            return report(NodeResult.BROKEN, f"{verdict.reason}; and {problem}", logs), None
+        self.observer.node(name, "failed", verdict.reason)
+        return report(NodeResult.FAILED, verdict.reason, logs), None
+
+    def _put_back(self, engine: NodeEngine, old: ServiceContainer | None, ctx: HookContext) -> str | None:
+        """Start the previous container again and prove it healthy; a problem, or None."""
+        if old is None:
+            return None
+        try:
+            start(old)
+            verdict = wait_healthy(old, address=engine.address, port=self.service.port,
+                                   check=self.service.health)
+        except docker.errors.DockerException as exc:
+            return f"the previous container {old.name} could not be started: {_short(exc)}"
+        if verdict.state is not State.HEALTHY:
+            return f"the previous container {old.name} is not healthy again: {verdict.reason}"
+        try:
+            run_hook(self.env.hooks, "post_node", ctx)
+        except HookFailed as exc:
+            self.warnings.append(f"{engine.name}: {exc}")
+        return None
+
+    def _restore(self, done: Swapped) -> NodeReport:
+        """Undo a successful swap because a later node failed (automatic rollback)."""
+        t0 = time.monotonic()
+        step = done.step
+        name = step.node.name
+        engine = self.fleet.by_name(name)
+        ctx = HookContext(self.plan.env, self.plan.service, self.plan.deploy_id,
+                          from_tag=step.to_tag, to_tag=step.from_tag, node=name,
+                          address=engine.address, zone=step.node.zone)
+
+        def report(result: NodeResult, reason: str | None) -> NodeReport:
+            return NodeReport(name, step.node.zone, step.from_tag, step.to_tag, result,
+                              time.monotonic() - t0, reason)
+
+        if done.old_id is None:
+            self.observer.node(name, "kept", "no previous version to go back to")
+            return report(NodeResult.KEPT, "no previous version to go back to; left on the new one")
+        self.observer.node(name, "rolling back", step.from_tag or "")
+        try:
+            run_hook(self.env.hooks, "pre_node", ctx)
+        except HookFailed as exc:
+            self.warnings.append(f"{name}: {exc} (rolled back anyway)")
+        try:
+            client = engine.client
+            new = ServiceContainer.from_id(client, done.new_id)
+            old = ServiceContainer.from_id(client, done.old_id)
+            stop(new, self.service.stop_timeout)
+        except docker.errors.DockerException as exc:
+            self.observer.node(name, "BROKEN", _short(exc))
+            return report(NodeResult.BROKEN, f"could not stop the new container: {_short(exc)}")
+        problem = self._put_back(engine, old, ctx)
+        if problem:
+            # The previous version will not come back: the new one is better than nothing.
+            try:
+                start(new)
+            except docker.errors.DockerException:
+                pass
+            self.observer.node(name, "BROKEN", problem)
+            return report(NodeResult.BROKEN, problem)
+        self.observer.node(name, "rolled back", step.from_tag or "")
+        return report(NodeResult.ROLLED_BACK, f"put back on {step.from_tag}")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:300]

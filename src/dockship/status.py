@@ -1,0 +1,81 @@
+"""`dockship status`: what every node runs right now, read from the nodes themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dockship.config import Config, Service
+from dockship.container import containers_of, current
+from dockship.engines import Fleet, NodeEngine
+from dockship.inventory import nodes_for
+from dockship.probe import probe_once
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    zone: str | None
+    address: str
+    tag: str | None
+    digest: str | None
+    health: str
+    since: str | None
+    deploy_id: str | None
+    previous: str | None
+    retained: tuple[str, ...]
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "zone": self.zone, "address": self.address, "tag": self.tag,
+                "digest": self.digest, "health": self.health, "since": self.since,
+                "deploy_id": self.deploy_id, "previous": self.previous,
+                "retained": list(self.retained), **({"error": self.error} if self.error else {})}
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    env: str
+    service: str
+    nodes: tuple[NodeStatus, ...]
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted({n.tag for n in self.nodes if n.tag})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"env": self.env, "service": self.service, "tags": self.tags,
+                "split": len(self.tags) > 1, "nodes": [n.to_json() for n in self.nodes]}
+
+
+def node_status(engine: NodeEngine, service: Service) -> NodeStatus:
+    try:
+        containers = containers_of(engine.client, service.name)
+    except Exception as exc:  # noqa: BLE001 - one unreachable node must not hide the others
+        return NodeStatus(engine.name, engine.node.zone, engine.address, None, None,
+                          "unknown", None, None, None, (), error=str(exc).splitlines()[-1][:200])
+    cur = current(containers)
+    retained = tuple(c.tag or "?" for c in containers if c is not cur and not c.running)
+    if cur is None:
+        return NodeStatus(engine.name, engine.node.zone, engine.address, None, None,
+                          "not running", None, None, None, retained)
+    health = cur.status if cur.status != "running" else probe_once(engine.address, service.port,
+                                                                   service.health)
+    return NodeStatus(engine.name, engine.node.zone, engine.address, cur.tag, cur.digest, health,
+                      cur.started_at, cur.deploy_id, cur.previous_tag, retained)
+
+
+def status(config: Config, env_name: str, service: str | None = None) -> list[ServiceStatus]:
+    from dockship.deploy import services_for
+
+    env = config.environment(env_name)
+    out = []
+    for svc in services_for(config, env, service):
+        with Fleet(nodes_for(env, svc), env) as fleet:
+            rows = fleet.each(lambda e: node_status(e, svc))
+            out.append(ServiceStatus(env.name, svc.name, tuple(
+                value if value is not None else NodeStatus(engine.name, engine.node.zone,
+                                                           engine.address, None, None, "unknown",
+                                                           None, None, None, (), error=str(exc))
+                for engine, value, exc in rows)))
+    return out
