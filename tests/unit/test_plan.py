@@ -35,7 +35,7 @@ def test_batches_cover_every_node_once_and_are_never_empty(total, canary, spec):
 
 
 def _step(name, action=StepAction.DEPLOY):
-    return NodeStep(Node(name, f"unix:///{name}"), action, "1.0.0", "sha256:a")
+    return NodeStep(Node(name, f"unix:///{name}"), action, "1.0.0", "sha256:a", "1.1.0", "sha256:b")
 
 
 def test_make_batches_puts_the_canary_first_and_unchanged_nodes_last():
