@@ -5,7 +5,11 @@ PY      := .venv/bin/python
 DOCKSHIP := $(PY) -m dockship
 NODES   ?= 3
 
-.PHONY: deps lab lab-down demo test unit
+ENV     ?= stage
+# Handed to recipes through the environment and quoted there: a value never becomes shell code.
+export ENV TAG SERVICE
+
+.PHONY: deps lab lab-down demo test unit rollback
 
 deps:
 	@bash scripts/install-deps.sh
@@ -24,3 +28,9 @@ unit: deps
 
 test: deps
 	$(PY) -m pytest -q -ra tests
+
+# make rollback TAG=1.3.0 [ENV=stage] [SERVICE=hello]  ==  dockship roll --env $(ENV) --tag $(TAG)
+# Honours DOCKSHIP_CONFIG (default ./dockship.toml).
+rollback: deps
+	@if [ -z "$$TAG" ]; then echo "usage: make rollback TAG=1.3.0 [ENV=stage] [SERVICE=name]" >&2; exit 2; fi
+	$(DOCKSHIP) roll --env "$$ENV" --tag "$$TAG" $${SERVICE:+--service "$$SERVICE"}

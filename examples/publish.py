@@ -24,7 +24,16 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "hello-svc"
-BEHAVIOURS = ("ok", "crash", "unhealthy")
+BEHAVIOURS = ("ok", "crash", "unhealthy", "slow:SECONDS")
+
+
+def behaviour(text: str) -> str:
+    if text in ("ok", "crash", "unhealthy"):
+        return text
+    if text.startswith("slow:"):
+        float(text.split(":", 1)[1])
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(BEHAVIOURS)}")
 
 
 def lab_urls() -> tuple[str, str]:
@@ -81,7 +90,8 @@ def publish(version: str, *, index_url: str, upload_url: str, behaviour: str = "
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("versions", nargs="+")
-    p.add_argument("--behaviour", choices=BEHAVIOURS, default="ok")
+    p.add_argument("--behaviour", type=behaviour, default="ok",
+                   help=f"how the published version behaves: {', '.join(BEHAVIOURS)}")
     p.add_argument("--name", default="hello-svc", help="distribution name to publish as")
     p.add_argument("--index-url")
     p.add_argument("--upload-url")

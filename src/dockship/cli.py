@@ -205,12 +205,13 @@ def _history(args: argparse.Namespace) -> int:
 
     records = read_history(_config(args), args.env, args.service)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("when", "kind", "service", "user", "tag", "result", "time", "nodes"):
-        table.add_column(col, overflow="fold")
+    for col in ("when (UTC)", "deploy", "kind", "service", "tag", "result", "time", "by", "nodes"):
+        table.add_column(col, no_wrap=col != "nodes", overflow="fold")
     for rec in records:
-        nodes = ", ".join(f"{n.name} {n.from_tag or '—'}→{n.to_tag} {n.result}" for n in rec.nodes)
-        table.add_row(rec.started_at.strftime("%Y-%m-%d %H:%M:%S"), str(rec.kind), rec.service,
-                      rec.user, rec.tag, str(rec.result), f"{rec.duration:.1f}s", nodes)
+        nodes = "\n".join(f"{n.name} {n.from_tag or '—'}→{n.to_tag} {n.result}" for n in rec.nodes)
+        table.add_row(rec.started_at.strftime("%Y-%m-%d %H:%M:%S"), rec.deploy_id, str(rec.kind),
+                      rec.service, rec.tag, str(rec.result), f"{rec.duration:.1f}s",
+                      rec.user.split(" pid ")[0], nodes)
     err.print(table if records else "no deployments recorded")
     if args.json:
         _emit_json({"env": args.env, "service": args.service,

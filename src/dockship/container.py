@@ -124,7 +124,7 @@ def current(containers: list[ServiceContainer]) -> ServiceContainer | None:
 
 
 def container_name(service: str, tag: str, deploy_id: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"{service}-{tag}-{deploy_id[:8]}")
+    return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"{service}-{tag}-{deploy_id}")
 
 
 def create(client: docker.DockerClient, service: Service, *, env: str, ref: str, tag: str,
@@ -145,7 +145,8 @@ def create(client: docker.DockerClient, service: Service, *, env: str, ref: str,
     try:
         old = client.api.inspect_container(name)
         # A leftover of an interrupted attempt of this very deploy: never running, safe to drop.
-        if not old["State"]["Running"]:
+        ours = (old["Config"].get("Labels") or {}).get(DEPLOY_ID) == deploy_id
+        if ours and not old["State"]["Running"]:
             client.api.remove_container(old["Id"], force=True)
     except docker.errors.NotFound:
         pass
@@ -179,10 +180,12 @@ def remove(c: ServiceContainer) -> None:
 
 
 def prune(containers: list[ServiceContainer], keep: int, *, protect: set[str]) -> list[str]:
-    """Remove stopped containers beyond the newest `keep`; returns the names removed."""
-    stopped = [c for c in containers if not c.running and c.id not in protect]
+    """Keep `keep` stopped containers (the protected ones first, then the newest); remove the rest."""
+    stopped = [c for c in containers if not c.running]
+    room = max(0, keep - sum(1 for c in stopped if c.id in protect))
+    others = [c for c in stopped if c.id not in protect]
     removed = []
-    for c in stopped[keep:]:
+    for c in others[room:]:
         try:
             remove(c)
             removed.append(c.name)

@@ -133,7 +133,8 @@ def plan_rollback(config: Config, env: Environment, service: Service, fleet: Fle
 
 
 def new_deploy_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    """Short and random: it names containers and history files, and is typed by humans."""
+    return uuid.uuid4().hex[:12]
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,9 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
         failed = history.record(engines, rec)
         if failed:
             observer.note(f"history not recorded on: {', '.join(failed)}")
+    if lock.release_failed:
+        observer.note(f"the deploy lock could not be released on {', '.join(lock.release_failed)}; "
+                      f"it expires in {opts.lock_ttl:.0f}s")
     return report
 
 

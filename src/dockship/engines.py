@@ -96,7 +96,7 @@ class NodeEngine:
             client.ping()
             return client
         except DockshipError as exc:
-            raise type(exc)(f"{where}: {exc}") from None
+            raise type(exc)(f"node {self.node.name}: {exc}") from None
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             raise Unreachable(f"{where} unreachable: {_short(exc)}") from None
 

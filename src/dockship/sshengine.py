@@ -51,7 +51,13 @@ DEFAULT_MAX_CHANNELS = 8
 
 
 class HostKeyRejected(Unreachable):
-    """The server's host key is not the one (or not any one) in known_hosts."""
+    """The server's host key is not the one (or not any one) in known_hosts.
+
+    Exit 2, not 1: nothing is wrong with the server, the fix is in the
+    configuration (the known-hosts file), and nothing was touched.
+    """
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,160 @@
+"""Helpers for roll tests on the lab: publish and build real versions, write configs, look at nodes.
+
+Each test module rolls its own service (fresh package name, own port), so
+modules never see each other's containers and a lab can be reused across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests
+
+from conftest import dockship, json_out
+
+
+class Engine(docker.DockerClient):
+    """A DockerClient usable in `with` (docker-py's own is not a context manager)."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Fleet:
+    """A service of a test module on the lab nodes: what it is called and where it answers."""
+
+    lab: dict
+    package: str
+    service: str
+    port: int
+    config: Path
+    digests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def image(self) -> str:
+        return f"test/{self.package}"
+
+    @property
+    def nodes(self) -> list[dict]:
+        return self.lab["nodes"]
+
+    def engine(self, node: dict) -> Engine:
+        """The node's engine over its local socket: test-side inspection, not the product's path."""
+        return Engine(base_url=f"unix:///run/dockship-lab/{node['name']}/docker.sock")
+
+    def version_on(self, node: dict) -> str | None:
+        try:
+            return requests.get(f"http://{node['address']}:{self.port}/", timeout=3).json()["version"]
+        except requests.RequestException:
+            return None
+
+    def versions(self) -> dict[str, str | None]:
+        return {n["name"]: self.version_on(n) for n in self.nodes}
+
+    def running(self, node: dict) -> list[dict]:
+        with self.engine(node) as client:
+            return [c.attrs for c in client.containers.list(
+                filters={"label": f"io.dockship.service={self.service}"})]
+
+    def cleanup(self) -> None:
+        """Remove this service's containers, lock and ledger from every node (earlier runs too)."""
+        for node in self.nodes:
+            with self.engine(node) as client:
+                for c in client.containers.list(all=True):
+                    if c.name.startswith(f"{self.service}-") or c.name.endswith(f"-lab-{self.service}"):
+                        try:
+                            c.remove(force=True)
+                        except docker.errors.APIError:
+                            pass  # already going away
+
+    def roll(self, *args: str, env: dict | None = None):
+        return dockship("--config", str(self.config), "roll", "--env", "lab",
+                        "--service", self.service, *args, env=env)
+
+    def write_config(self, path: Path | None = None, *, hooks: dict | None = None,
+                     health: dict | None = None, rollout: dict | None = None,
+                     extra_env: str = "") -> Path:
+        lab = self.lab
+        health = {"path": "/health", "timeout": 10, "min_healthy": 1, "interval": 0.25,
+                  **(health or {})}
+        rollout = {"canary": 1, "batch": 1, "auto_rollback": True, **(rollout or {})}
+        nodes = ",\n".join(
+            f'  {{ name = "{n["name"]}", docker = "{n["docker"]}", address = "{n["address"]}", '
+            f'zone = "{n["zone"]}", roles = ["web"] }}' for n in lab["nodes"])
+        text = f"""
+[index]
+url = {json.dumps(lab["index_url"])}
+[registry]
+url = {json.dumps(lab["registry"])}
+[build]
+base_image = {json.dumps(lab["base_image"])}
+
+[services.{self.service}]
+package = {json.dumps(self.package)}
+image = {json.dumps(self.image)}
+port = {self.port}
+role = "web"
+command = ["hello-svc"]
+env = {{ PORT = "{self.port}" }}
+stop_timeout = 5
+
+[services.{self.service}.health]
+{_toml_table(health)}
+
+[environments.lab]
+nodes = [
+{nodes}
+]
+ssh = {{ user = "root", key = {json.dumps(lab["ssh"]["key"])}, known_hosts = {json.dumps(lab["ssh"]["known_hosts"])} }}
+
+[environments.lab.rollout]
+{_toml_table(rollout)}
+"""
+        if hooks:
+            text += "\n[environments.lab.hooks]\n" + "\n".join(
+                f"{k} = {json.dumps(v)}" for k, v in hooks.items()) + "\n"
+        text += extra_env
+        target = path or self.config
+        target.write_text(text)
+        return target
+
+
+def _toml_table(values: dict) -> str:
+    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+
+
+def make_fleet(lab: dict, run_id: str, tmp: Path, *, prefix: str, port: int,
+               versions: dict[str, str]) -> Fleet:
+    """Publish `versions` ({version: behaviour}) of a fresh package and build them all."""
+    from publish import publish
+
+    package = f"hello-{prefix}{run_id}"
+    fleet = Fleet(lab, package, f"svc{prefix}", port, tmp / "dockship.toml")
+    fleet.cleanup()
+    fleet.write_config()
+    for version, behaviour in versions.items():
+        publish(version, index_url=lab["index_url"], upload_url=lab["index_upload_url"],
+                name=package, behaviour=behaviour)
+        out = json_out(dockship("--config", str(fleet.config), "build", package, version, "--json"))
+        fleet.digests[version] = out["digest"]
+    return fleet
+
+
+def wait_for(check, timeout: float = 30, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
