@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole job on the local lab: publish two versions of the example service
-# to the lab index, bake each into an image, push both, and show the registry.
+# to the lab index, bake each into an image and push it, roll the first onto
+# the lab's three nodes, roll the second, and roll back to the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-export DOCKSHIP_CONFIG=${DOCKSHIP_CONFIG:-$($PY -c 'import json,subprocess,sys; print(json.loads(subprocess.run([sys.executable,"-m","dockship","lab","status","--json"],check=True,capture_output=True,text=True).stdout)["config"])')}
+DOCKSHIP_CONFIG=${DOCKSHIP_CONFIG:-$($PY -m dockship lab status --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["config"])')}
+export DOCKSHIP_CONFIG
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 step "publish hello-svc 1.0.0 and 1.1.0 to the lab index"
@@ -13,11 +15,11 @@ $PY examples/publish.py 1.0.0 1.1.0
 step "dockship build hello-svc 1.0.0"
 $PY -m dockship build hello-svc 1.0.0
 
-step "dockship build hello-svc   (no version: the newest final release)"
+step "dockship build hello-svc   (no version: the newest final release, 1.1.0)"
 $PY -m dockship build hello-svc
 
 step "dockship build hello-svc 1.0.0 again: same inputs, nothing to do"
-$PY -m dockship build hello-svc 1.0.0 --json
+$PY -m dockship build hello-svc 1.0.0
 
 step "tags in the registry"
 $PY - <<'PYEOF'
@@ -25,7 +27,28 @@ import json, subprocess, sys
 from dockship.registry import RegistryClient
 status = json.loads(subprocess.run([sys.executable, "-m", "dockship", "lab", "status", "--json"],
                                    check=True, capture_output=True, text=True).stdout)
-reg = RegistryClient(status["registry"])
-for tag in reg.tags("hello"):
-    print(f"{status['registry']}/hello:{tag}  {reg.manifest_digest('hello', tag)}")
+with RegistryClient(status["registry"]) as reg:
+    for tag in reg.tags("hello"):
+        print(f"{status['registry']}/hello:{tag}  {reg.manifest_digest('hello', tag)}")
 PYEOF
+
+step "dockship roll --env lab --tag 1.0.0 --dry-run"
+$PY -m dockship roll --env lab --tag 1.0.0 --dry-run
+
+step "dockship roll --env lab --tag 1.0.0"
+$PY -m dockship roll --env lab --tag 1.0.0
+
+step "dockship roll --env lab --tag 1.1.0"
+$PY -m dockship roll --env lab --tag 1.1.0
+
+step "dockship status --env lab"
+$PY -m dockship status --env lab
+
+step "make rollback TAG=1.0.0 ENV=lab"
+make --no-print-directory rollback TAG=1.0.0 ENV=lab
+
+step "dockship status --env lab"
+$PY -m dockship status --env lab
+
+step "dockship history --env lab"
+$PY -m dockship history --env lab

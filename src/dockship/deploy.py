@@ -224,5 +224,6 @@ def read_history(config: Config, env_name: str, service: str | None) -> list[his
     with Fleet(list(nodes.values()), env) as fleet:
         fleet.connect()
         engines = [(e.name, e.client) for e in fleet]
-        return history.read(engines, env.name, service)
+        wanted = {svc.name for svc in chosen}
+        return [r for r in history.read(engines, env.name, service) if r.service in wanted]
 

@@ -60,7 +60,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, fmt: str, *args: object) -> None:
-        sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+        if self.path != "/health":  # health probes every half second would drown the log
+            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
 
 def main() -> None:
