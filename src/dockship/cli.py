@@ -40,21 +40,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     b.set_defaults(func=_build)
 
-    r = sub.add_parser("roll", help="roll a tag onto the nodes of an environment, node by node")
-    r.add_argument("--env", required=True, help="environment name from the config")
-    r.add_argument("--service", help="service to roll (default: every service of the config)")
-    r.add_argument("--tag", help="image tag (default: the highest final release in the registry)")
-    r.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
-    _deploy_flags(r)
-    r.set_defaults(func=_roll, rollback=False)
-
-    rb = sub.add_parser("rollback", help="put every node back on the tag it ran before")
-    rb.add_argument("--env", required=True, help="environment name from the config")
-    rb.add_argument("--service", help="service (default: every service of the config)")
-    rb.add_argument("--tag", help="roll this tag instead of each node's previous one")
-    rb.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
-    _deploy_flags(rb)
-    rb.set_defaults(func=_roll, rollback=True)
+    for name, rollback, text, tag_help in (
+            ("roll", False, "roll a tag onto the nodes of an environment, node by node",
+             "image tag (default: the highest final release in the registry)"),
+            ("rollback", True, "put every node back on the tag it ran before",
+             "roll this tag instead of each node's previous one")):
+        r = sub.add_parser(name, help=text)
+        r.add_argument("--env", required=True, help="environment name from the config")
+        r.add_argument("--service", help="service (default: every service of the config)")
+        r.add_argument("--tag", help=tag_help)
+        r.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
+        _deploy_flags(r)
+        r.set_defaults(func=_roll, rollback=rollback)
 
     st = sub.add_parser("status", help="what every node of an environment runs, and its health")
     st.add_argument("--env", required=True)
