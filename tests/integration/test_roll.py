@@ -188,3 +188,41 @@ def test_an_unknown_tag_is_bad_input_and_names_what_exists(fleet):
 def test_an_unknown_environment_is_bad_input(fleet):
     proc = dockship("--config", str(fleet.config), "roll", "--env", "lba")
     assert proc.returncode == 2 and "unknown environment 'lba'" in proc.stderr and "lab" in proc.stderr
+
+
+def test_unix_socket_engines_are_read_like_ssh_ones(fleet, tmp_path):
+    roll_json(fleet, "--tag", "1.1.0")
+    config = fleet.write_config(tmp_path / "dockship.toml")
+    for node in fleet.nodes:
+        config.write_text(config.read_text().replace(
+            f'docker = "{node["docker"]}"',
+            f'docker = "unix:///run/dockship-lab/{node["name"]}/docker.sock"'))
+    status = json_out(dockship("--config", str(config), "status", "--env", "lab",
+                               "--service", fleet.service, "--json"))
+    assert [(n["name"], n["tag"], n["health"]) for n in status["nodes"]] == [
+        ("node1", "1.1.0", "healthy"), ("node2", "1.1.0", "healthy"), ("node3", "1.1.0", "healthy")]
+
+
+def test_nodes_pull_from_an_authenticated_registry_with_the_build_side_credentials(fleet, tmp_path):
+    auth = fleet.lab["registry_auth"]
+    password = open(auth["password_file"]).read().strip()
+    creds = {"DOCKSHIP_REGISTRY_USER": auth["user"], "DOCKSHIP_REGISTRY_PASSWORD": password}
+    roll_json(fleet, "--tag", "1.1.0")
+    config = fleet.write_config(tmp_path / "dockship.toml")
+    config.write_text(config.read_text().replace(f'url = "{fleet.lab["registry"]}"',
+                                                 f'url = "{auth["url"]}"'))
+    built = json_out(dockship("--config", str(config), "build", fleet.package, "1.0.0", "--json",
+                              env=creds))
+    assert built["image"].startswith(auth["url"] + "/")
+
+    denied = dockship("--config", str(config), "roll", "--env", "lab", "--service", fleet.service,
+                      "--tag", "1.0.0", env={"DOCKER_CONFIG": str(tmp_path / "none")})
+    assert denied.returncode == 2 and "DOCKSHIP_REGISTRY_USER" in denied.stderr
+    assert fleet.versions() == {"node1": "1.1.0", "node2": "1.1.0", "node3": "1.1.0"}
+
+    proc = dockship("--config", str(config), "roll", "--env", "lab", "--service", fleet.service,
+                    "--tag", "1.0.0", "--json", env=creds)
+    report = json_out(proc)
+    assert report["result"] == "succeeded" and report["digest"] == built["digest"]
+    assert set(fleet.versions().values()) == {"1.0.0"}
+    assert password not in proc.stdout + proc.stderr
