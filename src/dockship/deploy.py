@@ -7,6 +7,7 @@ taken and before any node is touched; `--dry-run` stops after planning.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections import Counter
@@ -209,8 +210,10 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
         if failed:
             observer.note(f"history not recorded on: {', '.join(failed)}")
     if lock.release_failed:
-        observer.note(f"the deploy lock could not be released on {', '.join(lock.release_failed)}; "
-                      f"it expires in {opts.lock_ttl:.0f}s")
+        message = (f"the deploy lock could not be released on {', '.join(lock.release_failed)}; "
+                   f"it expires in {opts.lock_ttl:.0f}s")
+        observer.note(message)
+        report = dataclasses.replace(report, warnings=(*report.warnings, message))
     return report
 
 

@@ -32,6 +32,7 @@ from dockship.hooks import HookContext, HookFailed, run_hook
 from dockship.plan import NodeStep, RollPlan, StepAction
 from dockship.probe import wait_healthy
 from dockship.report import NodeReport, NodeResult, Result, RollReport
+from dockship.stateimage import ENGINE_ERRORS
 
 
 class RollObserver(Protocol):
@@ -117,7 +118,7 @@ class Deployment:
                     break
                 if self.heartbeat is not None:
                     self.heartbeat()
-                outcomes = self._in_parallel(todo, lambda s: self._deploy(s, pulled[s.node.name]))
+                outcomes = self._in_parallel(todo, lambda s: self._deploy_guarded(s, pulled[s.node.name]))
                 for step, (report, done) in zip(todo, outcomes):
                     reports[step.node.name] = report
                     if done is not None:
@@ -200,6 +201,19 @@ class Deployment:
                               decode=True, auth_config=auth), f"pull of {ref} on {step.node.name}",
               on_chunk)
 
+    def _deploy_guarded(self, step: NodeStep, pulled: Future) -> tuple[NodeReport, Swapped | None]:
+        """`_deploy`, but an error it did not foresee marks the node BROKEN instead of
+        escaping: the roll must still put the other nodes back and report every node."""
+        t0 = time.monotonic()
+        try:
+            return self._deploy(step, pulled)
+        except Exception as exc:  # noqa: BLE001 - reported per node, never lost
+            reason = _engine_problem(step.node.name, exc, "unexpected error")
+            self.observer.node(step.node.name, "BROKEN", reason)
+            return NodeReport(step.node.name, step.node.zone, step.from_tag, step.to_tag,
+                              NodeResult.BROKEN, time.monotonic() - t0,
+                              f"{reason}; the node's state is unknown, check it"), None
+
     def _deploy(self, step: NodeStep, pulled: Future) -> tuple[NodeReport, Swapped | None]:
         t0 = time.monotonic()
         name = step.node.name
@@ -241,7 +255,7 @@ class Deployment:
                                    cancel=self.cancel,
                                    on_update=lambda v: self.observer.node(name, "health", v.reason))
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old container goes back
-            verdict = Verdict(State.FAILED, f"could not start the new container: {_short(exc)}")
+            verdict = Verdict(State.FAILED, _engine_problem(name, exc, "could not start the new container"))
 
         if verdict.state is State.HEALTHY:
             try:
@@ -262,7 +276,7 @@ class Deployment:
             try:
                 stop(new, 1)
                 remove(new)
-            except docker.errors.DockerException as exc:
+            except ENGINE_ERRORS as exc:
                 self.warnings.append(f"{name}: could not remove the failed container {new.name}: {_short(exc)}")
         problem = self._put_back(engine, old, ctx)
         if problem:
@@ -279,8 +293,9 @@ class Deployment:
             start(old)
             verdict = wait_healthy(old, address=engine.address, port=self.service.port,
                                    check=self.service.health)
-        except docker.errors.DockerException as exc:
-            return f"the previous container {old.name} could not be started: {_short(exc)}"
+        except ENGINE_ERRORS as exc:
+            return (f"the previous container {old.name} could not be started: "
+                    f"{_engine_problem(engine.name, exc, 'start failed')}")
         if verdict.state is not State.HEALTHY:
             return f"the previous container {old.name} is not healthy again: {verdict.reason}"
         try:
@@ -316,20 +331,28 @@ class Deployment:
             new = ServiceContainer.from_id(client, done.new_id)
             old = ServiceContainer.from_id(client, done.old_id)
             stop(new, self.service.stop_timeout)
-        except docker.errors.DockerException as exc:
-            self.observer.node(name, "BROKEN", _short(exc))
-            return report(NodeResult.BROKEN, f"could not stop the new container: {_short(exc)}")
+        except ENGINE_ERRORS as exc:
+            problem = _engine_problem(name, exc, "could not stop the new container")
+            self.observer.node(name, "BROKEN", problem)
+            return report(NodeResult.BROKEN, problem)
         problem = self._put_back(engine, old, ctx)
         if problem:
             # The previous version will not come back: the new one is better than nothing.
             try:
                 start(new)
-            except docker.errors.DockerException:
+            except ENGINE_ERRORS:
                 pass
             self.observer.node(name, "BROKEN", problem)
             return report(NodeResult.BROKEN, problem)
         self.observer.node(name, "rolled back", step.from_tag or "")
         return report(NodeResult.ROLLED_BACK, f"put back on {step.from_tag}")
+
+
+def _engine_problem(node: str, exc: BaseException, doing: str) -> str:
+    """One line for a failed engine call: an engine that answered, or one that did not."""
+    if isinstance(exc, docker.errors.APIError) or not isinstance(exc, ENGINE_ERRORS):
+        return f"{doing}: {_short(exc)}"
+    return f"{doing}: the engine of {node} is unreachable ({_short(exc)})"
 
 
 def _short(exc: BaseException) -> str:
