@@ -50,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("--service", help="service (default: every service of the config)")
         r.add_argument("--tag", help=tag_help)
         r.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
+        if not rollback:
+            r.add_argument("--canary-only", action="store_true",
+                           help="roll the canary nodes only and stop (promote later with a normal roll)")
+            r.add_argument("--zone", help="roll the nodes of this zone only")
         _deploy_flags(r)
-        r.set_defaults(func=_roll, rollback=rollback)
+        r.set_defaults(func=_roll, rollback=rollback, canary_only=False, zone=None)
 
     st = sub.add_parser("status", help="what every node of an environment runs, and its health")
     st.add_argument("--env", required=True)
@@ -141,6 +145,7 @@ def _roll(args: argparse.Namespace) -> int:
     try:
         outcomes = roll(config, args.env, service=args.service,
                         opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
+                                         canary_only=args.canary_only, zone=args.zone,
                                          lock_wait=args.lock_wait, parallel=args.parallel),
                         observer=table, cancel=cancel, rollback=args.rollback)
     finally:

@@ -92,10 +92,25 @@ class ChefSettings:
 
 
 @dataclass(frozen=True)
+class Bake:
+    """Canary bake: probe canary and baseline nodes side by side, compare, then go on."""
+
+    seconds: float = 0.0                  # 0: no bake
+    path: str | None = None               # default: the service's health path
+    rate: float = 10.0                    # probe requests per second, per node
+    max_error_increase: float = 0.01      # canary error rate may exceed baseline's by this much
+    max_p95_ratio: float = 1.5            # canary p95 latency / baseline p95 latency
+    min_p95_ms: float = 20.0              # below this, latencies are noise: never a failure
+
+
+@dataclass(frozen=True)
 class Rollout:
     canary: int = 1
     batch: tuple[int | str, ...] = (1,)   # ints or "25%"; the last entry repeats
     auto_rollback: bool = True
+    by_zone: bool = False                 # one zone after another, batches inside each
+    zones: tuple[str, ...] = ()           # zone order; default alphabetical
+    bake: Bake = Bake()
 
 
 @dataclass(frozen=True)
@@ -275,10 +290,28 @@ def _environment(r: _Reader, name: str, t: Mapping[str, Any]) -> Environment:
                       key=r.path(tls_t, f"{at}.tls.key", must_exist=True),
                       verify=r.boolean(tls_t, f"{at}.tls.verify", default=True))
     ro = r.table(t, "rollout", at=f"{at}.rollout")
-    r.known(ro, f"{at}.rollout", ("canary", "batch", "auto_rollback"))
+    r.known(ro, f"{at}.rollout", ("canary", "batch", "auto_rollback", "by_zone", "zones", "bake",
+                                  "bake_path", "bake_rate", "bake_max_error_increase",
+                                  "bake_max_p95_ratio", "bake_min_p95_ms"))
+    zones = ro.get("zones", [])
+    if not (isinstance(zones, list) and all(isinstance(z, str) and z for z in zones)):
+        r.error(f"{at}.rollout.zones", "must be a list of zone names, e.g. [\"a\", \"b\"]")
+        zones = []
+    bake_path = r.string(ro, f"{at}.rollout.bake_path")
+    if bake_path and not bake_path.startswith("/"):
+        r.error(f"{at}.rollout.bake_path", f"'{bake_path}' must start with '/'")
+    bake = Bake(seconds=r.number(ro, f"{at}.rollout.bake", default=0.0, low=0),
+                path=bake_path,
+                rate=r.number(ro, f"{at}.rollout.bake_rate", default=10.0, low=0.1),
+                max_error_increase=r.number(ro, f"{at}.rollout.bake_max_error_increase",
+                                            default=0.01, low=0),
+                max_p95_ratio=r.number(ro, f"{at}.rollout.bake_max_p95_ratio", default=1.5, low=1.0),
+                min_p95_ms=r.number(ro, f"{at}.rollout.bake_min_p95_ms", default=20.0, low=0))
     rollout = Rollout(canary=r.integer(ro, f"{at}.rollout.canary", default=1, low=0),
                       batch=_batch(r, f"{at}.rollout.batch", ro.get("batch", 1)),
-                      auto_rollback=r.boolean(ro, f"{at}.rollout.auto_rollback", default=True))
+                      auto_rollback=r.boolean(ro, f"{at}.rollout.auto_rollback", default=True),
+                      by_zone=r.boolean(ro, f"{at}.rollout.by_zone", default=False),
+                      zones=tuple(zones), bake=bake)
     hooks_t = r.table(t, "hooks", at=f"{at}.hooks")
     r.known(hooks_t, f"{at}.hooks", HOOK_NAMES)
     hooks = {k: argv for k in HOOK_NAMES if (argv := r.argv(hooks_t, f"{at}.hooks.{k}"))}

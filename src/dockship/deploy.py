@@ -11,7 +11,7 @@ import dataclasses
 import threading
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import docker.errors
@@ -24,7 +24,7 @@ from dockship.engines import Fleet
 from dockship.errors import DockshipError, Unreachable, UsageError
 from dockship.inventory import nodes_for
 from dockship.lock import DeployLock
-from dockship.plan import NodeStep, RollPlan, StepAction, Target, make_batches
+from dockship.plan import Batch, NodeStep, RollPlan, StepAction, Target, make_batches
 from dockship.registry import RegistryClient
 from dockship.report import RollReport
 from dockship.rollout import Deployment, QuietObserver, RollObserver
@@ -35,6 +35,8 @@ from dockship.tags import newest_tag, parse_version, tag_for
 class RollOptions:
     tag: str | None = None
     dry_run: bool = False
+    canary_only: bool = False       # roll the canary batch only; promote later with a normal roll
+    zone: str | None = None         # roll the nodes of this zone only
     lock_wait: float = 0.0
     lock_ttl: float = 1800.0
     parallel: int = 8
@@ -92,18 +94,41 @@ def _node_states(fleet: Fleet, service: Service):
     return states
 
 
-def plan_roll(env: Environment, service: Service, fleet: Fleet, target: Target) -> RollPlan:
+def plan_roll(env: Environment, service: Service, fleet: Fleet, target: Target, *,
+              canary_only: bool = False, zone: str | None = None) -> RollPlan:
     """Which nodes change, in which batches: reads the nodes, changes nothing."""
+    if zone is not None:
+        zones = sorted({e.node.zone for e in fleet if e.node.zone})
+        if zone not in zones:
+            raise UsageError(f"no node of '{service.name}' in environment '{env.name}' is in zone "
+                             f"'{zone}'; zones: {', '.join(zones) or 'none (set zone on the nodes)'}")
+    if canary_only and env.rollout.canary < 1:
+        raise UsageError(f"--canary-only needs a canary: set environments.{env.name}.rollout.canary "
+                         "to 1 or more")
     states = _node_states(fleet, service)
     steps = []
     for engine in fleet:
         cur = states[engine.name]
         same = cur is not None and cur.digest == target.digest and cur.status == "running"
-        steps.append(NodeStep(engine.node, StepAction.UNCHANGED if same else StepAction.DEPLOY,
-                              cur.tag if cur else None, cur.digest if cur else None,
-                              target.tag, target.digest))
-    batches = make_batches(steps, env.rollout.canary, env.rollout.batch)
+        action = StepAction.UNCHANGED if same else StepAction.DEPLOY
+        if action is StepAction.DEPLOY and zone is not None and engine.node.zone != zone:
+            action = StepAction.HELD
+        steps.append(NodeStep(engine.node, action, cur.tag if cur else None,
+                              cur.digest if cur else None, target.tag, target.digest))
+    rollout = env.rollout
+    batches = make_batches(steps, rollout.canary, rollout.batch, by_zone=rollout.by_zone,
+                           zones=rollout.zones)
+    if canary_only:
+        batches = _canary_only(batches)
     return RollPlan(env.name, service.name, target, batches, new_deploy_id())
+
+
+def _canary_only(batches: tuple[Batch, ...]) -> tuple[Batch, ...]:
+    """Keep the canary batch; every other node that would change is held on its version."""
+    canary = [b for b in batches if b.canary]
+    held = tuple(replace(s, action=StepAction.HELD) if s.action is StepAction.DEPLOY else s
+                 for b in batches if not b.canary for s in b.steps)
+    return tuple(canary) + ((Batch(1, False, held),) if held else ())
 
 
 def plan_rollback(config: Config, env: Environment, service: Service, fleet: Fleet) -> RollPlan:
@@ -175,7 +200,8 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
             if target is None:
                 plan = plan_rollback(config, env, svc, fleet)
             else:
-                plan = plan_roll(env, svc, fleet, target)
+                plan = plan_roll(env, svc, fleet, target, canary_only=opts.canary_only,
+                                 zone=opts.zone)
             if opts.dry_run:
                 outcomes.append(Outcome(plan, None))
                 continue

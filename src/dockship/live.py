@@ -22,7 +22,7 @@ _STYLE = {"updated": "green", "unchanged": "dim", "failed": "red", "BROKEN": "bo
           "health": "cyan", "kept": "yellow"}
 _RESULT_STYLE = {NodeResult.UPDATED: "green", NodeResult.UNCHANGED: "dim", NodeResult.FAILED: "red",
                  NodeResult.ROLLED_BACK: "yellow", NodeResult.NOT_REACHED: "dim",
-                 NodeResult.KEPT: "yellow", NodeResult.BROKEN: "bold red"}
+                 NodeResult.KEPT: "yellow", NodeResult.BROKEN: "bold red", NodeResult.HELD: "dim"}
 
 
 class LiveTable:
@@ -43,7 +43,7 @@ class LiveTable:
                 for s in batch.steps:
                     self._rows[s.node.name] = {"zone": s.node.zone or "", "batch": batch.label,
                                                "from": s.from_tag or "—", "to": s.to_tag,
-                                               "phase": "waiting" if s.action.value == "deploy" else "unchanged",
+                                               "phase": "waiting" if s.action.value == "deploy" else s.action.value,
                                                "detail": "", "t0": None, "t": None}
         kind = "rollback" if plan.rollback else "roll"
         self.console.print(f"[bold]{kind}[/] {plan.service} → {plan.target.tag} in {plan.env} "

@@ -22,6 +22,7 @@ from dockship.config import Node
 class StepAction(enum.Enum):
     DEPLOY = "deploy"        # start the target, prove it healthy, stop the old one
     UNCHANGED = "unchanged"  # the node already runs the target digest, healthy
+    HELD = "held"            # left on its version: outside this --canary-only or --zone roll
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,12 @@ class Batch:
     number: int              # 0 for the canary batch, then 1, 2, ...
     canary: bool
     steps: tuple[NodeStep, ...]
+    zone: str | None = None  # set when rolling zone by zone
 
     @property
     def label(self) -> str:
-        return "canary" if self.canary else f"batch {self.number}"
+        name = "canary" if self.canary else f"batch {self.number}"
+        return f"zone {self.zone}: {name}" if self.zone is not None else name
 
 
 @dataclass(frozen=True)
@@ -110,22 +113,46 @@ def _size(entry: int | str, total: int) -> int:
     return max(1, int(entry))
 
 
-def make_batches(steps: Sequence[NodeStep], canary: int, spec: Sequence[int | str]) -> tuple[Batch, ...]:
-    """Cut the node steps (in order) into canary + batches.
+def zone_order(steps: Sequence[NodeStep], explicit: Sequence[str] = ()) -> list[str | None]:
+    """Zones in the configured order, then the others alphabetically, nodes without a zone last."""
+    present = {s.node.zone for s in steps}
+    ordered: list[str | None] = [z for z in explicit if z in present]
+    ordered += sorted(z for z in present if z is not None and z not in ordered)
+    if None in present:
+        ordered.append(None)
+    return ordered
+
+
+def make_batches(steps: Sequence[NodeStep], canary: int, spec: Sequence[int | str], *,
+                 by_zone: bool = False, zones: Sequence[str] = ()) -> tuple[Batch, ...]:
+    """Cut the node steps (in order) into canary + batches, zone after zone if asked.
 
     Nodes that need no change are not counted for the canary: the canary must
-    be a node that actually receives the new version.
+    be a node that actually receives the new version. Zone by zone, the
+    canary comes from the first zone, and batch percentages are of each zone.
     """
     todo = [s for s in steps if s.action is StepAction.DEPLOY]
-    same = [s for s in steps if s.action is not StepAction.DEPLOY]
-    sizes = batch_sizes(len(todo), canary, spec)
+    rest = [s for s in steps if s.action is not StepAction.DEPLOY]
+    groups: list[tuple[str | None, list[NodeStep]]]
+    if by_zone:
+        groups = [(z, [s for s in todo if s.node.zone == z]) for z in zone_order(todo, zones)]
+    else:
+        groups = [(None, todo)]
     batches: list[Batch] = []
-    start = 0
-    for n, size in enumerate(sizes):
-        is_canary = canary > 0 and n == 0
-        number = n if canary > 0 else n + 1
-        batches.append(Batch(number, is_canary, tuple(todo[start:start + size])))
-        start += size
-    if same:
-        batches.append(Batch(len(batches) + (0 if canary > 0 else 1), False, tuple(same)))
+    number = 0 if canary > 0 else 1
+    canary_left = canary
+    for zone, members in groups:
+        start = 0
+        for n, size in enumerate(batch_sizes(len(members), canary_left, spec)):
+            is_canary = canary_left > 0 and n == 0
+            batches.append(Batch(0 if is_canary else number, is_canary,
+                                 tuple(members[start:start + size]), zone if by_zone else None))
+            start += size
+            if not is_canary:
+                number += 1
+            elif canary > 0:
+                number = max(number, 1)
+        canary_left = 0
+    if rest:
+        batches.append(Batch(number, False, tuple(rest)))
     return tuple(batches)

@@ -19,6 +19,7 @@ class NodeResult(enum.StrEnum):
     NOT_REACHED = "not_reached"      # the roll stopped before this node's turn
     KEPT = "kept"                    # had no previous version to go back to; left on the target
     BROKEN = "broken"                # putting the previous container back failed: needs a human
+    HELD = "held"                    # outside this roll (--canary-only, --zone): left as it was
 
 
 class Result(enum.StrEnum):
@@ -64,6 +65,7 @@ class RollReport:
     reason: str | None = None
     failed_node: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    bake: dict[str, Any] | None = None     # the canary bake's verdict and figures
 
     @property
     def ok(self) -> bool:
@@ -81,6 +83,8 @@ class RollReport:
             out["failed_node"] = self.failed_node
         if self.warnings:
             out["warnings"] = list(self.warnings)
+        if self.bake is not None:
+            out["bake"] = self.bake
         return out
 
     def summary(self) -> str:

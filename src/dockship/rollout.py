@@ -21,6 +21,7 @@ from typing import Protocol
 
 import docker.errors
 
+from dockship.bake import BakeVerdict, run_bake
 from dockship.config import Environment, Service
 from dockship.container import (ServiceContainer, containers_of, create, current, logs_tail,
                                 prune, remove, start, stop)
@@ -30,7 +31,7 @@ from dockship.engines import Fleet, NodeEngine
 from dockship.health import State, Verdict
 from dockship.hooks import HookContext, HookFailed, run_hook
 from dockship.plan import NodeStep, RollPlan, StepAction
-from dockship.probe import wait_healthy
+from dockship.probe import probe_once, wait_healthy
 from dockship.report import NodeReport, NodeResult, Result, RollReport
 from dockship.stateimage import ENGINE_ERRORS
 
@@ -78,6 +79,7 @@ class Deployment:
         self.kind = kind
         self.heartbeat = heartbeat   # called between batches: keeps the deploy lock fresh
         self.warnings: list[str] = []
+        self.bake: BakeVerdict | None = None
 
     # -- the walk ---------------------------------------------------------------------
 
@@ -85,8 +87,10 @@ class Deployment:
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t0 = time.monotonic()
         reports: dict[str, NodeReport] = {}
+        initial = {StepAction.UNCHANGED: NodeResult.UNCHANGED, StepAction.HELD: NodeResult.HELD,
+                   StepAction.DEPLOY: NodeResult.NOT_REACHED}
         for step in self.plan.steps:
-            result = NodeResult.UNCHANGED if step.action is StepAction.UNCHANGED else NodeResult.NOT_REACHED
+            result = initial[step.action]
             reports[step.node.name] = NodeReport(step.node.name, step.node.zone, step.from_tag,
                                                  step.to_tag, result, 0.0)
         self.observer.planned(self.plan)
@@ -95,7 +99,8 @@ class Deployment:
             report = RollReport(self.kind, self.plan.env, self.plan.service, self.plan.target.tag,
                                 self.plan.target.digest, result, self.plan.deploy_id,
                                 tuple(reports[s.node.name] for s in self.plan.steps), started_at,
-                                time.monotonic() - t0, reason, failed, tuple(self.warnings))
+                                time.monotonic() - t0, reason, failed, tuple(self.warnings),
+                                self.bake.to_json() if self.bake else None)
             self.observer.finished(report)
             return report
 
@@ -109,7 +114,8 @@ class Deployment:
         with ThreadPoolExecutor(max_workers=self.fleet.parallel, thread_name_prefix="pull") as pulls:
             pulled = {s.node.name: pulls.submit(self._pull, s) for s in self.plan.steps
                       if s.action is StepAction.DEPLOY}
-            for batch in self.plan.batches:
+            batches = self.plan.batches
+            for i, batch in enumerate(batches):
                 todo = [s for s in batch.steps if s.action is StepAction.DEPLOY]
                 if not todo:
                     continue
@@ -127,6 +133,16 @@ class Deployment:
                         failure = (step.node.name, f"{step.node.name}: {report.reason}")
                 if failure:
                     break
+                if batch.canary and self.env.rollout.bake.seconds > 0:
+                    failure = self._bake(batch)
+                    if failure:
+                        break
+                zone_done = batch.zone is not None and (i + 1 == len(batches)
+                                                        or batches[i + 1].zone != batch.zone)
+                if zone_done:
+                    failure = self._verify_zone(batch.zone, swapped)
+                    if failure:
+                        break
             if failure:
                 for name, fut in pulled.items():
                     fut.cancel()
@@ -153,6 +169,43 @@ class Deployment:
         except HookFailed as exc:
             self.warnings.append(str(exc))
         return finish(result, reason, failed_node or None)
+
+    def _bake(self, batch) -> tuple[str, str] | None:
+        """Judge the canary against nodes still on the old version; a failure, or None."""
+        bake = self.env.rollout.bake
+        path = bake.path or self.service.health.path
+        port = self.service.port
+
+        def url(step: NodeStep) -> str:
+            return f"http://{self.fleet.by_name(step.node.name).address}:{port}{path}"
+
+        canary = [s for s in batch.steps if s.action is StepAction.DEPLOY]
+        baseline = [s for s in self.plan.steps if s not in batch.steps and s.from_digest
+                    and s.from_digest != s.to_digest]
+        for s in canary:
+            self.observer.node(s.node.name, "baking", f"{bake.seconds:g}s against "
+                               f"{len(baseline)} baseline node(s)")
+        verdict = run_bake([url(s) for s in canary], [url(s) for s in baseline], bake,
+                           cancel=self.cancel)
+        self.bake = verdict
+        self.observer.note(f"canary bake {'passed' if verdict.passed else 'FAILED'}: {verdict.reason}")
+        if verdict.passed:
+            for s in canary:
+                self.observer.node(s.node.name, "updated", "bake passed")
+            return None
+        return (canary[0].node.name, f"canary bake failed: {verdict.reason}")
+
+    def _verify_zone(self, zone: str, swapped: list[Swapped]) -> tuple[str, str] | None:
+        """Before the next zone: every node of this zone must still be healthy."""
+        self.observer.note(f"zone {zone} done; verifying its nodes before the next zone")
+        for done in swapped:
+            if done.step.node.zone != zone:
+                continue
+            engine = self.fleet.by_name(done.step.node.name)
+            health = probe_once(engine.address, self.service.port, self.service.health)
+            if health != "healthy":
+                return (engine.name, f"{engine.name}: {health} when zone {zone} was verified")
+        return None
 
     def _in_parallel(self, steps: list[NodeStep], fn: Callable[[NodeStep], tuple[NodeReport, Swapped | None]]
                      ) -> list[tuple[NodeReport, Swapped | None]]:

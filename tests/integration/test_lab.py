@@ -250,6 +250,7 @@ def _lab_netns(paths: LabPaths) -> list[str]:
 def test_down_removes_everything_but_the_cache(first_up, paths):
     pids = {p.name: int(p.read_text()) for p in paths.run.glob("*.pid")}
     assert pids and _lab_netns(paths)
+    engine_was_ours = lab.status(paths).engine_started_by_lab
     lab.down(paths)
     for name, pid in pids.items():
         assert not Path(f"/proc/{pid}").exists() or \
@@ -261,7 +262,8 @@ def test_down_removes_everything_but_the_cache(first_up, paths):
     assert tarball_path(paths).exists()
     after = lab.status(paths)
     assert not (after.up.registry or after.up.index or after.up.chef or after.up.nodes)
-    assert after.up.engine                  # an engine the lab did not start is left alone
+    # an engine the lab did not start is left alone; one it started is stopped with it
+    assert after.up.engine is not engine_was_ours
     lab.down(paths)                         # nothing there: no error
 
 

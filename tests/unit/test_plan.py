@@ -48,3 +48,31 @@ def test_make_batches_puts_the_canary_first_and_unchanged_nodes_last():
 def test_without_canary_batches_are_numbered_from_one():
     batches = make_batches([_step("n1"), _step("n2")], canary=0, spec=(1,))
     assert [b.label for b in batches] == ["batch 1", "batch 2"]
+
+
+def _zstep(name, zone):
+    return NodeStep(Node(name, f"unix:///{name}", zone=zone), StepAction.DEPLOY, "1.0.0", "sha256:a",
+                    "1.1.0", "sha256:b")
+
+
+def test_zone_by_zone_rolls_the_canary_in_the_first_zone_then_each_zone_in_batches():
+    steps = [_zstep("a1", "a"), _zstep("b1", "b"), _zstep("a2", "a"), _zstep("b2", "b"),
+             _zstep("a3", "a"), _zstep("c1", "c")]
+    batches = make_batches(steps, canary=1, spec=("50%",), by_zone=True)
+    assert [(b.label, [s.node.name for s in b.steps]) for b in batches] == [
+        ("zone a: canary", ["a1"]),
+        ("zone a: batch 1", ["a2"]),   # 50% of the zone's 3 nodes, rounded down
+        ("zone a: batch 2", ["a3"]),
+        ("zone b: batch 3", ["b1"]),
+        ("zone b: batch 4", ["b2"]),
+        ("zone c: batch 5", ["c1"])]
+
+
+def test_zone_order_follows_the_config_then_the_alphabet_and_zoneless_nodes_go_last():
+    steps = [_zstep("x", None), _zstep("a1", "a"), _zstep("c1", "c"), _zstep("b1", "b")]
+    from dockship.plan import zone_order
+    assert zone_order(steps, ("c",)) == ["c", "a", "b", None]
+    batches = make_batches(steps, canary=0, spec=(5,), by_zone=True, zones=("c",))
+    assert [b.zone for b in batches] == ["c", "a", "b", None]
+    assert [b.label for b in batches] == ["zone c: batch 1", "zone a: batch 2", "zone b: batch 3",
+                                          "batch 4"]

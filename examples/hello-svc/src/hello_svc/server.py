@@ -39,6 +39,25 @@ def _healthy() -> bool:
     return True
 
 
+_served = 0
+_served_lock = threading.Lock()
+
+
+def _root_fails() -> bool:
+    """`errors:F`: a fraction F of the answers on / are 500 (every round(1/F)-th), health stays fine."""
+    global _served
+    mode = os.environ.get("HELLO_BEHAVIOUR", BEHAVIOUR)
+    with _served_lock:
+        _served += 1
+        n = _served
+    if mode.startswith("errors:"):
+        every = max(1, round(1 / float(mode.split(":", 1)[1])))
+        return n % every == 0
+    if mode.startswith("latency:"):
+        time.sleep(float(mode.split(":", 1)[1]) / 1000)
+    return False
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -47,7 +66,11 @@ class Handler(BaseHTTPRequestHandler):
             ok = _healthy()
             self._send(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "version": VERSION})
         elif self.path == "/":
-            self._send(200, {"service": "hello-svc", "version": VERSION, "host": socket.gethostname()})
+            if _root_fails():
+                self._send(500, {"error": "failing on purpose", "version": VERSION})
+            else:
+                self._send(200, {"service": "hello-svc", "version": VERSION,
+                                 "host": socket.gethostname()})
         else:
             self._send(404, {"error": "not found"})
 
