@@ -17,6 +17,7 @@ import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import docker
 import docker.errors
@@ -124,7 +125,7 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     inputs = {
         f"{LABEL_PREFIX}.package": release.name,
         f"{LABEL_PREFIX}.version": version,
-        f"{LABEL_PREFIX}.index": config.index_url,
+        f"{LABEL_PREFIX}.index": _without_credentials(config.index_url),
         f"{LABEL_PREFIX}.package.sha256": release.sha256,
         f"{LABEL_PREFIX}.dockerfile.sha256": hashlib.sha256(dockerfile.encode()).hexdigest(),
         f"{LABEL_PREFIX}.base.image": config.build.base_image,
@@ -152,6 +153,16 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
                      release=release, dockerfile=dockerfile, template_source=source,
                      base_image=config.build.base_image, base_digest=base_digest,
                      input_labels=inputs, action=action, existing_digest=existing, push=opts.push)
+
+
+def _without_credentials(url: str) -> str:
+    """An index URL fit for a label anyone can read: user:password@ dropped."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _base_digest(client: docker.DockerClient, base: str, *, pull: bool, observer: Observer) -> str:
