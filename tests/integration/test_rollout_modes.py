@@ -103,3 +103,25 @@ def test_one_zone_only_holds_the_others(fleet):
 def test_an_unknown_zone_is_bad_input(fleet):
     proc = fleet.roll("--tag", "1.0.0", "--zone", "z")
     assert proc.returncode == 2 and "zone 'z'" in proc.stderr and "a, b, c" in proc.stderr
+
+
+def test_an_environment_with_two_services_rolls_each_and_reports_both(fleet, tmp_path):
+    config = fleet.write_config(tmp_path / "dockship.toml")
+    text = config.read_text()
+    second = text[text.index(f"[services.{fleet.service}]"):text.index("[environments.lab]")]
+    second = (second.replace(f"[services.{fleet.service}", f"[services.{fleet.service}two")
+              .replace(f"port = {fleet.port}", f"port = {fleet.port + 1}")
+              .replace(f'PORT = "{fleet.port}"', f'PORT = "{fleet.port + 1}"'))
+    config.write_text(text.replace("[environments.lab]", second + "[environments.lab]", 1))
+    try:
+        out = json_out(dockship("--config", str(config), "roll", "--env", "lab", "--json"))
+        assert [s["service"] for s in out["services"]] == [fleet.service, f"{fleet.service}two"]
+        assert all(s["result"] == "succeeded" and s["tag"] == "1.3.0" for s in out["services"])
+        refused = dockship("--config", str(config), "roll", "--env", "lab", "--tag", "1.0.0")
+        assert refused.returncode == 2 and "--tag needs --service" in refused.stderr
+    finally:
+        for node in fleet.nodes:
+            with fleet.engine(node) as client:
+                for c in client.containers.list(all=True):
+                    if c.name.startswith(f"{fleet.service}two-") or c.name.endswith(f"-{fleet.service}two"):
+                        c.remove(force=True)
