@@ -11,6 +11,7 @@ APT_PACKAGES=(
   mmdebstrap         # the lab's Python base image, built without Docker Hub
   openssh-server     # sshd on every lab node
   goiardi            # the lab Chef server
+  haproxy            # the lab load balancer (drained through its runtime API)
   iproute2           # network namespaces and veths for the lab nodes
   iptables           # the bridge accept rule between lab nodes
   apache2-utils      # htpasswd for the lab's authenticated registry

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ class HealthCheck:
     status: int = 200
     timeout: float = 30.0       # seconds a new container has to become healthy
     min_healthy: float = 3.0    # seconds it must then stay healthy
-    interval: float = 0.5       # seconds between probes
+    interval: float = 0.5       # seconds between probes once it answers (0.1 s before that)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,31 @@ class Rollout:
     bake: Bake = Bake()
 
 
+# --- balancer (issue 4: load balancer and drain) -------------------------------------
+BALANCER_KINDS = ("haproxy",)
+_BALANCER_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")   # what HAProxy accepts in proxy/server names
+
+
+@dataclass(frozen=True)
+class BalancerSettings:
+    """`[environments.NAME.balancer]`: take each node out of traffic around its swap."""
+
+    kind: str                       # "haproxy": its runtime API (stats socket ... level admin)
+    socket: Path                    # the runtime API's unix socket
+    backend: str = "{service}"      # the backend of the service; {service} is its name
+    server: str = "{name}"          # a node's server in it; {name}, {address}, {zone}
+    drain_timeout: float = 10.0     # seconds to wait for a drained node's sessions to end
+    ready_timeout: float = 30.0     # seconds for the balancer to see a readied node UP
+    at: str = "balancer"            # this table's path, for messages
+
+    def backend_for(self, service: str) -> str:
+        return self.backend.format(service=service)
+
+    def server_for(self, name: str, address: str | None, zone: str | None) -> str:
+        return self.server.format(name=name, address=address or "", zone=zone or "")
+# --- end balancer ----------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Environment:
     name: str
@@ -122,6 +148,7 @@ class Environment:
     tls: TLSSettings
     rollout: Rollout
     hooks: Mapping[str, tuple[str, ...]]
+    balancer: BalancerSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +285,7 @@ def _env_str(v: Any) -> str:
 
 def _environment(r: _Reader, name: str, t: Mapping[str, Any]) -> Environment:
     at = f"environments.{name}"
-    r.known(t, at, ("nodes", "chef", "ssh", "tls", "rollout", "hooks"))
+    r.known(t, at, ("nodes", "chef", "ssh", "tls", "rollout", "hooks", "balancer"))
     nodes = None
     if "nodes" in t:
         raw = t["nodes"]
@@ -315,8 +342,50 @@ def _environment(r: _Reader, name: str, t: Mapping[str, Any]) -> Environment:
     hooks_t = r.table(t, "hooks", at=f"{at}.hooks")
     r.known(hooks_t, f"{at}.hooks", HOOK_NAMES)
     hooks = {k: argv for k in HOOK_NAMES if (argv := r.argv(hooks_t, f"{at}.hooks.{k}"))}
+    balancer = _balancer(r, f"{at}.balancer", r.table(t, "balancer", at=f"{at}.balancer")) \
+        if "balancer" in t else None
     return Environment(name=name, nodes=nodes, chef=chef, ssh=ssh, tls=tls, rollout=rollout,
-                       hooks=MappingProxyType(hooks))
+                       hooks=MappingProxyType(hooks), balancer=balancer)
+
+
+def _balancer(r: _Reader, at: str, t: Mapping[str, Any]) -> BalancerSettings | None:
+    r.known(t, at, ("kind", "socket", "backend", "server", "drain_timeout", "ready_timeout"))
+    kind = r.string(t, f"{at}.kind", required=True)
+    if kind is not None and kind not in BALANCER_KINDS:
+        r.error(f"{at}.kind", f"'{kind}' is not supported; use one of: {', '.join(BALANCER_KINDS)} "
+                "(or drive any other balancer from the pre_node/post_node hooks)")
+    socket_path = r.path(t, f"{at}.socket", required=True)
+    backend = _name_template(r, t, f"{at}.backend", "{service}", ("service",))
+    server = _name_template(r, t, f"{at}.server", "{name}", ("name", "address", "zone"))
+    drain_timeout = r.number(t, f"{at}.drain_timeout", default=10.0, low=0)
+    ready_timeout = r.number(t, f"{at}.ready_timeout", default=30.0, low=0.1)
+    if kind not in BALANCER_KINDS or socket_path is None:
+        return None
+    return BalancerSettings(kind=kind, socket=socket_path, backend=backend, server=server,
+                            drain_timeout=drain_timeout, ready_timeout=ready_timeout, at=at)
+
+
+def _name_template(r: _Reader, t: Mapping[str, Any], at: str, default: str,
+                   fields: tuple[str, ...]) -> str:
+    """A HAProxy name, literally or as a template of `fields` (e.g. "{name}")."""
+    value = r.string(t, at)
+    if value is None:
+        return default
+    known = ", ".join("{" + f + "}" for f in fields)
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        r.error(at, f"'{value}' is not a valid template ({exc}); use {known}")
+        return default
+    for literal, field_name, spec, conv in parsed:
+        if field_name is not None and (field_name not in fields or spec or conv):
+            r.error(at, f"'{value}' uses {{{field_name}}}; a template may use {known}")
+            return default
+        if literal and not _BALANCER_NAME_RE.match(literal):
+            r.error(at, f"'{value}' has characters HAProxy does not allow in names "
+                    "(letters, digits, '-', '_', '.', ':')")
+            return default
+    return value
 
 
 def _node(r: _Reader, at: str, item: Any) -> Node | None:

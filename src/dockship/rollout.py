@@ -28,6 +28,7 @@ from dockship.container import (ServiceContainer, containers_of, create, current
 from dockship.credentials import Credentials
 from dockship.engine import StreamError, drain
 from dockship.engines import Fleet, NodeEngine
+from dockship.errors import ConfigError, DockshipError
 from dockship.health import State, Verdict
 from dockship.hooks import HookContext, HookFailed, run_hook
 from dockship.plan import NodeStep, RollPlan, StepAction
@@ -50,6 +51,32 @@ class QuietObserver:
     def node(self, name: str, phase: str, detail: str = "") -> None: pass
     def note(self, text: str) -> None: pass
     def finished(self, report: RollReport) -> None: pass
+
+
+# --- balancer: a node leaves traffic before its container stops, rejoins once healthy ---
+
+class Balancer(Protocol):
+    """Takes a node out of traffic and puts it back (HAProxy built in; hooks for any other).
+
+    Each method gets the node's facts as hooks do, raises a DockshipError when
+    it cannot do its job, and returns one line for the progress display.
+    """
+
+    def check(self, nodes: list[HookContext]) -> None: ...            # before anything is touched
+    def drain(self, ctx: HookContext, cancel: threading.Event | None = None) -> str: ...
+    def ready(self, ctx: HookContext, cancel: threading.Event | None = None) -> str: ...
+
+
+def balancer_for(env: Environment, service: Service) -> Balancer | None:
+    """The balancer of `[environments.NAME.balancer]`, or None without one."""
+    settings = env.balancer
+    if settings is None:
+        return None
+    if settings.kind == "haproxy":
+        from dockship.haproxy import HAProxyBalancer
+        return HAProxyBalancer(settings, service.name)
+    raise ConfigError(f"{settings.at}.kind: '{settings.kind}' is not supported")
+# --- end balancer ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -80,6 +107,7 @@ class Deployment:
         self.heartbeat = heartbeat   # called between batches: keeps the deploy lock fresh
         self.warnings: list[str] = []
         self.bake: BakeVerdict | None = None
+        self.balancer = balancer_for(env, service)
 
     # -- the walk ---------------------------------------------------------------------
 
@@ -93,6 +121,17 @@ class Deployment:
             result = initial[step.action]
             reports[step.node.name] = NodeReport(step.node.name, step.node.zone, step.from_tag,
                                                  step.to_tag, result, 0.0)
+        unbalanced = None
+        if self.balancer is not None:
+            # Socket, backend and every node's server, before anything is touched; a missing
+            # socket is a ConfigError (exit 2) and escapes, anything else fails the roll.
+            try:
+                self.balancer.check([self._ctx(s, self.fleet.by_name(s.node.name))
+                                     for s in self.plan.steps if s.action is StepAction.DEPLOY])
+            except ConfigError:
+                raise
+            except DockshipError as exc:
+                unbalanced = f"balancer: {exc}"
         self.observer.planned(self.plan)
 
         def finish(result: Result, reason: str | None = None, failed: str | None = None) -> RollReport:
@@ -104,6 +143,8 @@ class Deployment:
             self.observer.finished(report)
             return report
 
+        if unbalanced:
+            return finish(Result.FAILED, f"{unbalanced}; nothing was changed")
         try:
             run_hook(self.env.hooks, "pre_roll", self._ctx())
         except HookFailed as exc:
@@ -293,8 +334,13 @@ class Deployment:
         except HookFailed as exc:
             self.observer.node(name, "failed", "pre_node hook")
             return report(NodeResult.FAILED, f"{exc}; nothing changed on this node"), None
+        problem = self._drain(name, ctx)
+        if problem:
+            self.observer.node(name, "failed", "balancer drain")
+            return report(NodeResult.FAILED, f"{problem}; nothing changed on this node"), None
 
         new: ServiceContainer | None = None
+        in_service = False
         try:
             if old is not None:
                 self.observer.node(name, "stopping", old.tag or "")
@@ -310,6 +356,13 @@ class Deployment:
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old container goes back
             verdict = Verdict(State.FAILED, _engine_problem(name, exc, "could not start the new container"))
 
+        if verdict.state is State.HEALTHY and self.balancer is not None:
+            try:
+                self.observer.node(name, "ready", "waiting for the balancer")
+                self.observer.node(name, "in service", self.balancer.ready(ctx, self.cancel))
+                in_service = True
+            except DockshipError as exc:   # ready() leaves the node drained when it fails
+                verdict = Verdict(State.FAILED, f"balancer: {exc}")
         if verdict.state is State.HEALTHY:
             try:
                 run_hook(self.env.hooks, "post_node", ctx)
@@ -324,6 +377,8 @@ class Deployment:
 
         # The new version failed here: keep its last words, then put the old one back.
         logs = logs_tail(new) if new is not None else []
+        if in_service:
+            self._drain(name, ctx, cancellable=False)
         self.observer.node(name, "putting back", step.from_tag or "")
         if new is not None:
             try:
@@ -351,6 +406,7 @@ class Deployment:
                     f"{_engine_problem(engine.name, exc, 'start failed')}")
         if verdict.state is not State.HEALTHY:
             return f"the previous container {old.name} is not healthy again: {verdict.reason}"
+        self._ready_or_warn(engine.name, ctx)
         try:
             run_hook(self.env.hooks, "post_node", ctx)
         except HookFailed as exc:
@@ -379,6 +435,9 @@ class Deployment:
             run_hook(self.env.hooks, "pre_node", ctx)
         except HookFailed as exc:
             self.warnings.append(f"{name}: {exc} (rolled back anyway)")
+        problem = self._drain(name, ctx, cancellable=False)   # a rollback runs after Ctrl-C too
+        if problem:
+            self.warnings.append(f"{name}: {problem} (rolled back anyway)")
         try:
             client = engine.client
             new = ServiceContainer.from_id(client, done.new_id)
@@ -393,12 +452,41 @@ class Deployment:
             # The previous version will not come back: the new one is better than nothing.
             try:
                 start(new)
+                self._ready_or_warn(name, ctx)
             except ENGINE_ERRORS:
                 pass
             self.observer.node(name, "BROKEN", problem)
             return report(NodeResult.BROKEN, problem)
         self.observer.node(name, "rolled back", step.from_tag or "")
         return report(NodeResult.ROLLED_BACK, f"put back on {step.from_tag}")
+
+    # -- the balancer around a swap --------------------------------------------------
+
+    def _drain(self, name: str, ctx: HookContext, *, cancellable: bool = True) -> str | None:
+        """Take the node out of the balancer and let its requests finish; a problem, or None."""
+        if self.balancer is None:
+            return None
+        self.observer.node(name, "draining")
+        try:
+            detail = self.balancer.drain(ctx, self.cancel if cancellable else None)
+        except DockshipError as exc:
+            if cancellable:   # the node stays as it was: back into traffic if it left it
+                self._ready_or_warn(name, ctx)
+            return f"balancer: {exc}"
+        self.observer.node(name, "drained", detail)
+        if cancellable and self.cancel.is_set():
+            self._ready_or_warn(name, ctx)
+            return "interrupted while draining"
+        return None
+
+    def _ready_or_warn(self, name: str, ctx: HookContext) -> None:
+        """Put the node back into the balancer; a failure is a warning (its container runs)."""
+        if self.balancer is None:
+            return
+        try:
+            self.observer.node(name, "in service", self.balancer.ready(ctx))
+        except DockshipError as exc:
+            self.warnings.append(f"{name}: balancer: {exc}")
 
 
 def _engine_problem(node: str, exc: BaseException, doing: str) -> str:

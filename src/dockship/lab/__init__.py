@@ -31,7 +31,7 @@ import docker.errors
 import requests
 
 from dockship.errors import UsageError
-from dockship.lab import chefserver, labconfig, pypi
+from dockship.lab import balancer, chefserver, labconfig, pypi
 from dockship.lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
                                     ensure_tarball, tarball_path, verify_pull)
 from dockship.lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
@@ -48,7 +48,8 @@ __all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "down"
 
 Progress = Callable[[str, str], None]
 
-STEPS = ("lock", "engine", "network", "tls", "registry", "index", "base-image", "nodes", "chef", "config")
+STEPS = ("lock", "engine", "network", "tls", "registry", "index", "base-image", "nodes", "chef",
+         "balancer", "config")
 
 
 # --- status records ----------------------------------------------------------
@@ -97,6 +98,7 @@ class Components:
     nodes: bool         # at least one node, and every node's engine answers
     chef: bool          # goiardi accepts the lab's client key
     config: bool
+    balancer: bool = False  # HAProxy answers on its runtime API and listens on its frontend
 
     @property
     def all_up(self) -> bool:
@@ -117,6 +119,7 @@ class LabStatus:
     ca_bundle: str
     engine_started_by_lab: bool
     up: Components
+    balancer: balancer.BalancerInfo | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,6 +139,7 @@ class LabStatus:
             "registry_auth": asdict(self.registry_auth),
             "ca_bundle": self.ca_bundle,
             "engine_started_by_lab": self.engine_started_by_lab,
+            "balancer": self.balancer.to_json() if self.balancer else None,
             "up": {**asdict(self.up), "all": self.up.all_up},
         }
 
@@ -235,6 +239,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         nodes=bool(nodes) and all(n.up for n in nodes),
         chef=chefserver.chef_answers(paths),
         config=labconfig.config_path(paths).exists(),
+        balancer=balancer.lab_balancer_answers(paths),
     )
     return LabStatus(
         index_url=pypi.INDEX_URL,
@@ -250,6 +255,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         ca_bundle=str(tls.bundle),
         engine_started_by_lab=engine_started_by_lab(paths),
         up=components,
+        balancer=balancer.lab_balancer_info(paths),
     )
 
 
@@ -350,6 +356,11 @@ def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Backgro
     report("chef", f"{'started and registered' if restarted_chef else 'running; updated'} "
                    f"{len(lab_nodes)} node(s)")
 
+    lb = balancer.lab_balancer_info(paths)
+    report("balancer", f"HAProxy {lb.frontend_url} -> backend {lb.backend} on the nodes' "
+                       f"port {balancer.SERVICE_PORT}, runtime API {lb.socket}")
+    balancer.lab_balancer_up(paths, lab_nodes)
+
     path = labconfig.write_config(paths, _config_values(paths, tls, lab_nodes))
     report("config", str(path))
 
@@ -406,6 +417,7 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
             except LabError as exc:   # keep removing the rest; report every failure at the end
                 errors.append(f"{step}: {exc}")
 
+        attempt("balancer", "stopping HAProxy", lambda: balancer.balancers_down(paths))
         attempt("chef", "stopping goiardi", lambda: chefserver.chef_down(paths))
         attempt("index", "stopping pypiserver", lambda: pypi.index_down(paths))
         attempt("registry", "stopping the registries", lambda: registries_down(paths))
