@@ -189,6 +189,7 @@ class Deployment:
                     fut.cancel()
 
         if failure is None:
+            self._prune(swapped)
             try:
                 run_hook(self.env.hooks, "post_roll", self._ctx())
             except HookFailed as exc:
@@ -328,26 +329,33 @@ class Deployment:
             return report(NodeResult.FAILED, f"{_short(exc)}; nothing changed on this node"), None
         old = current(containers)
         ctx = self._ctx(step, engine)
+        # Created ahead (a created container holds no port): the node's window without a
+        # serving container is then only stop + start + health.
+        try:
+            new: ServiceContainer | None = create(
+                client, svc, env=self.plan.env, ref=self._ref(step), tag=step.to_tag,
+                digest=step.to_digest, deploy_id=self.plan.deploy_id, previous=old)
+        except Exception as exc:  # noqa: BLE001 - nothing was changed yet
+            self.observer.node(name, "failed", "create")
+            return report(NodeResult.FAILED, f"{_engine_problem(name, exc, 'could not create the new container')}; "
+                          "nothing changed on this node"), None
         try:
             self.observer.node(name, "pre_node hook")
             run_hook(self.env.hooks, "pre_node", ctx)
+            problem = self._drain(name, ctx)
         except HookFailed as exc:
-            self.observer.node(name, "failed", "pre_node hook")
-            return report(NodeResult.FAILED, f"{exc}; nothing changed on this node"), None
-        problem = self._drain(name, ctx)
+            problem = f"{exc}"
         if problem:
-            self.observer.node(name, "failed", "balancer drain")
+            self._discard(name, new)
+            self.observer.node(name, "failed", problem)
             return report(NodeResult.FAILED, f"{problem}; nothing changed on this node"), None
 
-        new: ServiceContainer | None = None
         in_service = False
         try:
             if old is not None:
                 self.observer.node(name, "stopping", old.tag or "")
                 stop(old, svc.stop_timeout)
             self.observer.node(name, "starting", step.to_tag)
-            new = create(client, svc, env=self.plan.env, ref=self._ref(step), tag=step.to_tag,
-                         digest=step.to_digest, deploy_id=self.plan.deploy_id, previous=old)
             start(new)
             self.observer.node(name, "health", "waiting")
             verdict = wait_healthy(new, address=engine.address, port=svc.port, check=svc.health,
@@ -369,8 +377,6 @@ class Deployment:
             except HookFailed as exc:
                 verdict = Verdict(State.FAILED, str(exc))
         if verdict.state is State.HEALTHY:
-            assert new is not None
-            prune(containers_of(client, svc.name), svc.retain, protect={old.id} if old else set())
             self.observer.node(name, "updated", verdict.reason)
             return report(NodeResult.UPDATED, verdict.reason), Swapped(step, old.id if old else None,
                                                                       new.id, t0)
@@ -380,18 +386,43 @@ class Deployment:
         if in_service:
             self._drain(name, ctx, cancellable=False)
         self.observer.node(name, "putting back", step.from_tag or "")
-        if new is not None:
-            try:
-                stop(new, 1)
-                remove(new)
-            except ENGINE_ERRORS as exc:
-                self.warnings.append(f"{name}: could not remove the failed container {new.name}: {_short(exc)}")
+        self._discard(name, new)
         problem = self._put_back(engine, old, ctx)
         if problem:
             self.observer.node(name, "BROKEN", problem)
             return report(NodeResult.BROKEN, f"{verdict.reason}; and {problem}", logs), None
         self.observer.node(name, "failed", verdict.reason)
         return report(NodeResult.FAILED, verdict.reason, logs), None
+
+    def _discard(self, name: str, new: ServiceContainer) -> None:
+        """Stop and remove a new container that will not serve (best effort, never raises)."""
+        try:
+            stop(new, 1)
+            remove(new)
+        except ENGINE_ERRORS as exc:
+            self.warnings.append(f"{name}: could not remove the unused container {new.name}: {_short(exc)}")
+
+    def _prune(self, swapped: list["Swapped"]) -> None:
+        """After a successful roll: keep `retain` old containers per node, off the critical path."""
+        def one(done: Swapped) -> None:
+            client = self.fleet.by_name(done.step.node.name).client
+            prune(containers_of(client, self.service.name), self.service.retain,
+                  protect={done.old_id} if done.old_id else set())
+        for done, (_, exc) in zip(swapped, self._each(swapped, one)):
+            if exc is not None:
+                self.warnings.append(f"{done.step.node.name}: pruning old containers failed: {_short(exc)}")
+
+    def _each(self, items: list, fn) -> list[tuple[object, BaseException | None]]:
+        out: list[tuple[object, BaseException | None]] = []
+        if not items:
+            return out
+        with ThreadPoolExecutor(max_workers=min(self.fleet.parallel, len(items))) as pool:
+            for fut in [pool.submit(fn, item) for item in items]:
+                try:
+                    out.append((fut.result(), None))
+                except Exception as exc:  # noqa: BLE001 - reported as a warning
+                    out.append((None, exc))
+        return out
 
     def _put_back(self, engine: NodeEngine, old: ServiceContainer | None, ctx: HookContext) -> str | None:
         """Start the previous container again and prove it healthy; a problem, or None."""
