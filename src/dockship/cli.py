@@ -255,6 +255,8 @@ def _print_lab(data: dict[str, Any], as_json: bool) -> None:
     err.print(f"registry  {data.get('registry')}")
     err.print(f"base      {data.get('base_image')}")
     err.print(f"chef      {(data.get('chef') or {}).get('url')}")
+    if data.get("balancer"):
+        err.print(f"balancer  {data['balancer'].get('url')}  (HAProxy, runtime API {data['balancer'].get('socket')})")
     for node in data.get("nodes", []):
         err.print(f"node      {node['name']:8} {node['address']:15} zone {node['zone']}  {node['docker']}")
     err.print(f"config    {data.get('config')}")

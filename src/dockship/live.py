@@ -19,7 +19,8 @@ from dockship.report import NodeResult, Result, RollReport
 
 _STYLE = {"updated": "green", "unchanged": "dim", "failed": "red", "BROKEN": "bold red",
           "rolled back": "yellow", "rolling back": "yellow", "putting back": "yellow",
-          "health": "cyan", "kept": "yellow"}
+          "health": "cyan", "kept": "yellow", "draining": "magenta", "drained": "magenta",
+          "ready": "cyan", "in service": "green", "baking": "cyan", "held": "dim"}
 _RESULT_STYLE = {NodeResult.UPDATED: "green", NodeResult.UNCHANGED: "dim", NodeResult.FAILED: "red",
                  NodeResult.ROLLED_BACK: "yellow", NodeResult.NOT_REACHED: "dim",
                  NodeResult.KEPT: "yellow", NodeResult.BROKEN: "bold red", NodeResult.HELD: "dim"}

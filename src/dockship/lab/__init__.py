@@ -388,6 +388,8 @@ def _config_values(paths: LabPaths, tls: LabTLS, lab_nodes: list[Any]) -> labcon
         ssh_user=ssh.user,
         ssh_key=Path(ssh.key),
         ssh_known_hosts=Path(ssh.known_hosts),
+        balancer_socket=balancer.lab_balancer_info(paths).socket,
+        balancer_url=balancer.lab_balancer_info(paths).frontend_url,
         chef_url=chefserver.URL,
         chef_client=chefserver.CLIENT,
         chef_key=chefserver.client_key_path(paths),

@@ -44,6 +44,8 @@ class LabConfigValues:
     chef_key: Path
     chef_environment: str
     chef_docker: str = "ssh://root@{address}"
+    balancer_socket: Path | None = None     # the lab HAProxy's runtime API
+    balancer_url: str | None = None
 
 
 def config_path(paths: LabPaths) -> Path:
@@ -69,6 +71,16 @@ def render(v: LabConfigValues, path: Path) -> str:
     ssh = _inline([("user", v.ssh_user), ("key", v.ssh_key), ("known_hosts", v.ssh_known_hosts)])
     chef = _inline([("url", v.chef_url), ("client", v.chef_client), ("key", v.chef_key),
                     ("environment", v.chef_environment), ("docker", v.chef_docker)])
+    balancer = ""
+    if v.balancer_socket is not None:
+        balancer = f"""[environments.lab.balancer]
+# The lab's HAProxy ({v.balancer_url}) balances the nodes; each node is drained there
+# before its container stops and put back in service once the new one is healthy.
+kind = "haproxy"
+socket = {_v(v.balancer_socket)}
+backend = "hello"
+
+"""
     return f"""\
 # dockship configuration for the local lab, written by `dockship lab up`.
 # It is rewritten by every `lab up` and removed by `lab down`: copy it before editing.
@@ -118,7 +130,7 @@ canary = 1                  # the first node is rolled alone
 batch = 1                   # then one node at a time
 auto_rollback = true        # a failure puts every already-updated node back
 
-[environments.lab-chef]
+{balancer}[environments.lab-chef]
 # The same nodes, found in the lab's Chef server (goiardi) instead of listed:
 # role:web AND chef_environment:lab, address from automatic.ipaddress, zone from normal.zone.
 chef = {chef}
