@@ -9,7 +9,9 @@ ENV     ?= stage
 # Handed to recipes through the environment and quoted there: a value never becomes shell code.
 export ENV TAG SERVICE
 
-.PHONY: deps lab lab-down demo test unit rollback
+RUNS    ?= 5
+
+.PHONY: deps lab lab-down demo test unit rollback bench
 
 deps:
 	@bash scripts/install-deps.sh
@@ -34,3 +36,8 @@ test: deps
 rollback: deps
 	@if [ -z "$$TAG" ]; then echo "usage: make rollback TAG=1.3.0 [ENV=stage] [SERVICE=name]" >&2; exit 2; fi
 	$(DOCKSHIP) roll --env "$$ENV" --tag "$$TAG" $${SERVICE:+--service "$$SERVICE"}
+
+# make bench [RUNS=5]: issue 4's benchmark on the lab, side by side (~12 min; not part of `make test`).
+# Prints the table and rewrites bench/RESULTS.md (notes below its marker are kept).
+bench: lab
+	$(PY) bench/run.py --runs $(RUNS)

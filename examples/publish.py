@@ -24,13 +24,14 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "hello-svc"
-BEHAVIOURS = ("ok", "crash", "unhealthy", "slow:SECONDS", "errors:FRACTION", "latency:MS")
+BEHAVIOURS = ("ok", "crash", "unhealthy", "slow:SECONDS", "sick-after:SECONDS", "errors:FRACTION",
+              "latency:MS")
 
 
 def behaviour(text: str) -> str:
     if text in ("ok", "crash", "unhealthy"):
         return text
-    if text.split(":", 1)[0] in ("slow", "errors", "latency") and ":" in text:
+    if text.split(":", 1)[0] in ("slow", "sick-after", "errors", "latency") and ":" in text:
         float(text.split(":", 1)[1])
         return text
     raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(BEHAVIOURS)}")

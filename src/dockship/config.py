@@ -37,6 +37,9 @@ class HealthCheck:
     timeout: float = 30.0       # seconds a new container has to become healthy
     min_healthy: float = 3.0    # seconds it must then stay healthy
     interval: float = 0.5       # seconds between probes once it answers (0.1 s before that)
+    # what `dockship rollback` holds: the previous version already stayed healthy on this node
+    # (Swarm has a separate --rollback-monitor); 0: the first good answer
+    rollback_min_healthy: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,10 @@ class Rollout:
     batch: tuple[int | str, ...] = (1,)   # ints or "25%"; the last entry repeats
     auto_rollback: bool = True
     by_zone: bool = False                 # one zone after another, batches inside each
+    # true: the next batch starts once this batch's new containers answer healthy, while their
+    # min_healthy window is still watched (Swarm's update-monitor); a failure inside any window
+    # still fails the roll and puts every updated node back.
+    overlap_min_healthy: bool = False
     zones: tuple[str, ...] = ()           # zone order; default alphabetical
     bake: Bake = Bake()
 
@@ -250,7 +257,8 @@ def _service(r: _Reader, name: str, t: Mapping[str, Any]) -> Service:
     if not _IMAGE_RE.match(image):
         r.error(f"{at}.image", f"'{image}' is not a valid image name (lowercase, digits, '.', '_', '-', '/')")
     h = r.table(t, "health", at=f"{at}.health")
-    r.known(h, f"{at}.health", ("path", "status", "timeout", "min_healthy", "interval"))
+    r.known(h, f"{at}.health", ("path", "status", "timeout", "min_healthy", "interval",
+                                "rollback_min_healthy"))
     hpath = r.string(h, f"{at}.health.path") or "/health"
     if not hpath.startswith("/"):
         r.error(f"{at}.health.path", f"'{hpath}' must start with '/'")
@@ -260,6 +268,7 @@ def _service(r: _Reader, name: str, t: Mapping[str, Any]) -> Service:
         timeout=r.number(h, f"{at}.health.timeout", default=30.0, low=0.1),
         min_healthy=r.number(h, f"{at}.health.min_healthy", default=3.0, low=0),
         interval=r.number(h, f"{at}.health.interval", default=0.5, low=0.05),
+        rollback_min_healthy=r.number(h, f"{at}.health.rollback_min_healthy", default=0.0, low=0),
     )
     env = r.table(t, "env", at=f"{at}.env")
     for k, v in env.items():
@@ -318,6 +327,7 @@ def _environment(r: _Reader, name: str, t: Mapping[str, Any]) -> Environment:
                       verify=r.boolean(tls_t, f"{at}.tls.verify", default=True))
     ro = r.table(t, "rollout", at=f"{at}.rollout")
     r.known(ro, f"{at}.rollout", ("canary", "batch", "auto_rollback", "by_zone", "zones", "bake",
+                                  "overlap_min_healthy",
                                   "bake_path", "bake_rate", "bake_max_error_increase",
                                   "bake_max_p95_ratio", "bake_min_p95_ms"))
     zones = ro.get("zones", [])
@@ -338,6 +348,8 @@ def _environment(r: _Reader, name: str, t: Mapping[str, Any]) -> Environment:
                       batch=_batch(r, f"{at}.rollout.batch", ro.get("batch", 1)),
                       auto_rollback=r.boolean(ro, f"{at}.rollout.auto_rollback", default=True),
                       by_zone=r.boolean(ro, f"{at}.rollout.by_zone", default=False),
+                      overlap_min_healthy=r.boolean(ro, f"{at}.rollout.overlap_min_healthy",
+                                                    default=False),
                       zones=tuple(zones), bake=bake)
     hooks_t = r.table(t, "hooks", at=f"{at}.hooks")
     r.known(hooks_t, f"{at}.hooks", HOOK_NAMES)

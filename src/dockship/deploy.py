@@ -18,7 +18,7 @@ import docker.errors
 
 from dockship import history
 from dockship.config import Config, Environment, Service
-from dockship.container import containers_of, current
+from dockship.container import current_of
 from dockship.credentials import registry_credentials
 from dockship.engines import Fleet
 from dockship.errors import DockshipError, Unreachable, UsageError
@@ -83,7 +83,7 @@ def resolve_target(config: Config, service: Service, tag: str | None,
 def _node_states(fleet: Fleet, service: Service):
     states = {}
     errors = []
-    for engine, value, exc in fleet.each(lambda e: current(containers_of(e.client, service.name))):
+    for engine, value, exc in fleet.each(lambda e: current_of(e.client, service.name)):
         if exc is not None:
             errors.append(exc if isinstance(exc, DockshipError) else Unreachable(
                 f"node {engine.name}: {exc}"))

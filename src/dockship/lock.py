@@ -9,10 +9,11 @@ label=io.dockship.lock.env`), and nothing outside the nodes is needed.
 Rules:
 - Taking it = creating that container, which an engine does atomically
   (409 Conflict for all but one creator).
-- All or nothing, in node-name order: a deployment takes the lock on every
-  node of its roll in sorted order; at the first node held by someone else
-  it gives back what it took. Two deployments therefore meet at the first
-  node they share and cannot deadlock.
+- All or nothing: a deployment takes the lock on the first node of its roll
+  (in name order) alone, then on all the others at once; if any is held by
+  someone else it gives back what it took. Two deployments of the same
+  fleet therefore meet at its first node, and nobody ever waits while
+  holding a lock, so they cannot deadlock.
 - Locks expire (Kamal's lock left behind after Ctrl-C is its users' top
   complaint). An expired lock is taken over by removing it *by container
   id* and creating a new one by name: of several contenders, one removes it
@@ -42,6 +43,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
@@ -55,6 +57,7 @@ KIND = "lock"
 PREFIX = "io.dockship.lock."
 LEASE_DIR = "/dockship/lease"
 DEFAULT_TTL = 1800.0
+_PARALLEL = 8            # engines written at once (taking and giving back the lock)
 _SETTLE_SECONDS = 5.0     # how long a contended take may keep retrying before it counts as held
 
 Engines = Sequence[tuple[str, docker.DockerClient]]
@@ -322,9 +325,23 @@ class DeployLock:
         info = self._new_info()
         labels = info.to_labels()
         try:
-            for node, client in self.engines:
-                if node not in self._held:
-                    self._held[node] = self._take(node, client, labels)
+            # The first node in name order decides between contenders (they all try it first);
+            # whoever holds it takes the other nodes at once, in parallel, still all or nothing.
+            todo = [(node, client) for node, client in self.engines if node not in self._held]
+            if todo and todo[0][0] == self.engines[0][0]:
+                node, client = todo.pop(0)
+                self._held[node] = self._take(node, client, labels)
+            errors: list[BaseException] = []
+            if todo:
+                with ThreadPoolExecutor(max_workers=min(len(todo), _PARALLEL)) as pool:
+                    futures = [(node, pool.submit(self._take, node, client, labels)) for node, client in todo]
+                    for node, fut in futures:
+                        try:
+                            self._held[node] = fut.result()
+                        except BaseException as exc:  # noqa: BLE001 - re-raised below, first in node order
+                            errors.append(exc)
+            if errors:
+                raise errors[0]
         except BaseException:
             # All or nothing. Where giving back fails, our lock expires after the TTL.
             self.release_failed = self.release()
@@ -398,7 +415,8 @@ class DeployLock:
         """
         failed: list[str] = []
         clients = dict(self.engines)
-        for node in [n for n, _ in reversed(self.engines) if n in self._touched]:
+
+        def give_back(node: str) -> str | None:
             client = clients[node]
             try:
                 cid = self._held.get(node)
@@ -410,10 +428,20 @@ class DeployLock:
                         cid = found.container_id
                 if cid is not None:
                     stateimage.remove(client, cid)
-                self._held.pop(node, None)
-                self._touched.discard(node)
+                return None
             except Exception:
-                failed.append(node)
+                return node
+
+        nodes = [n for n, _ in reversed(self.engines) if n in self._touched]
+        if nodes:
+            with ThreadPoolExecutor(max_workers=min(len(nodes), _PARALLEL)) as pool:
+                outcomes = list(pool.map(give_back, nodes))
+            for node, bad in zip(nodes, outcomes):
+                if bad is None:
+                    self._held.pop(node, None)
+                    self._touched.discard(node)
+                else:
+                    failed.append(node)
         if not self._held:
             self.info = None
         return failed

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -23,7 +23,7 @@ import docker.errors
 
 from dockship.bake import BakeVerdict, run_bake
 from dockship.config import Environment, Service
-from dockship.container import (ServiceContainer, containers_of, create, current, logs_tail,
+from dockship.container import (ServiceContainer, containers_of, create, current_of, logs_tail,
                                 prune, remove, start, stop)
 from dockship.credentials import Credentials
 from dockship.engine import StreamError, drain
@@ -108,6 +108,14 @@ class Deployment:
         self.warnings: list[str] = []
         self.bake: BakeVerdict | None = None
         self.balancer = balancer_for(env, service)
+        # A rollback (to each node's previous version) holds rollback_min_healthy instead.
+        self._check = (replace(service.health, min_healthy=service.health.rollback_min_healthy)
+                       if plan.rollback else service.health)
+        self._overlap = env.rollout.overlap_min_healthy and self._check.min_healthy > 0
+        # The canary always holds its whole window before anything else is touched:
+        # a sick release must stop at the first node, overlap or not.
+        self._canary = {s.node.name for b in plan.batches if b.canary for s in b.steps}
+        self._hold_stop = threading.Event()
 
     # -- the walk ---------------------------------------------------------------------
 
@@ -152,7 +160,9 @@ class Deployment:
 
         swapped: list[Swapped] = []
         failure: tuple[str, str] | None = None
-        with ThreadPoolExecutor(max_workers=self.fleet.parallel, thread_name_prefix="pull") as pulls:
+        watches: list[tuple[Swapped, Future]] = []
+        with ThreadPoolExecutor(max_workers=self.fleet.parallel, thread_name_prefix="pull") as pulls, \
+                ThreadPoolExecutor(max_workers=max(1, len(self.plan.steps)), thread_name_prefix="hold") as holds:
             pulled = {s.node.name: pulls.submit(self._pull, s) for s in self.plan.steps
                       if s.action is StepAction.DEPLOY}
             batches = self.plan.batches
@@ -170,8 +180,11 @@ class Deployment:
                     reports[step.node.name] = report
                     if done is not None:
                         swapped.append(done)
+                        if self._overlap and step.node.name not in self._canary:
+                            watches.append((done, holds.submit(self._hold, done)))
                     elif failure is None:
                         failure = (step.node.name, f"{step.node.name}: {report.reason}")
+                failure = failure or self._held_failure(watches, swapped, reports, wait=False)
                 if failure:
                     break
                 if batch.canary and self.env.rollout.bake.seconds > 0:
@@ -184,7 +197,10 @@ class Deployment:
                     failure = self._verify_zone(batch.zone, swapped)
                     if failure:
                         break
+            if failure is None:   # the roll ends when the last window has been held
+                failure = self._held_failure(watches, swapped, reports, wait=True)
             if failure:
+                self._hold_stop.set()
                 for name, fut in pulled.items():
                     fut.cancel()
 
@@ -211,6 +227,35 @@ class Deployment:
         except HookFailed as exc:
             self.warnings.append(str(exc))
         return finish(result, reason, failed_node or None)
+
+    def _hold(self, done: Swapped) -> Verdict:
+        """Watch a swapped node until it has stayed healthy min_healthy (runs beside the next batch)."""
+        engine = self.fleet.by_name(done.step.node.name)
+        container = ServiceContainer.from_id(engine.client, done.new_id)
+        return wait_healthy(container, address=engine.address, port=self.service.port,
+                            check=self._check, cancel=self._hold_stop)
+
+    def _held_failure(self, watches: list[tuple[Swapped, Future]], swapped: list[Swapped],
+                      reports: dict[str, NodeReport], *, wait: bool) -> tuple[str, str] | None:
+        """The first node whose background window failed, put back at once; or None."""
+        for done, fut in watches:
+            if not wait and not fut.done():
+                continue
+            try:
+                verdict = fut.result()
+            except Exception as exc:  # noqa: BLE001 - an engine error while watching is a failure
+                verdict = Verdict(State.FAILED, _engine_problem(done.step.node.name, exc, "watching"))
+            if verdict.state is State.HEALTHY:
+                continue
+            name = done.step.node.name
+            self._hold_stop.set()
+            swapped.remove(done)
+            back = self._restore(done)
+            reason = f"did not stay healthy {self._check.min_healthy:g}s: {verdict.reason}"
+            result = NodeResult.BROKEN if back.result is NodeResult.BROKEN else NodeResult.FAILED
+            reports[name] = replace(back, result=result, reason=f"{reason}; {back.reason}")
+            return (name, f"{name}: {reason}")
+        return None
 
     def _bake(self, batch) -> tuple[str, str] | None:
         """Judge the canary against nodes still on the old version; a failure, or None."""
@@ -323,11 +368,10 @@ class Deployment:
         try:
             pulled.result()
             client = engine.client
-            containers = containers_of(client, svc.name)
+            old = current_of(client, svc.name)
         except Exception as exc:  # noqa: BLE001 - any failure before a change is "nothing changed"
             self.observer.node(name, "failed", "pull failed")
             return report(NodeResult.FAILED, f"{_short(exc)}; nothing changed on this node"), None
-        old = current(containers)
         ctx = self._ctx(step, engine)
         # Created ahead (a created container holds no port): the node's window without a
         # serving container is then only stop + start + health.
@@ -358,7 +402,10 @@ class Deployment:
             self.observer.node(name, "starting", step.to_tag)
             start(new)
             self.observer.node(name, "health", "waiting")
-            verdict = wait_healthy(new, address=engine.address, port=svc.port, check=svc.health,
+            # With overlap the window is held in the background (_hold); here the first good answer.
+            overlap = self._overlap and name not in self._canary
+            gate = replace(self._check, min_healthy=0) if overlap else self._check
+            verdict = wait_healthy(new, address=engine.address, port=svc.port, check=gate,
                                    cancel=self.cancel,
                                    on_update=lambda v: self.observer.node(name, "health", v.reason))
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old container goes back

@@ -18,7 +18,7 @@ BAKE = {"bake": 3, "bake_path": "/", "bake_rate": 20, "bake_max_error_increase":
 def fleet(lab, run_id, tmp_path_factory):
     fleet = make_fleet(lab, run_id, tmp_path_factory.mktemp("modes"), prefix="m", port=18400,
                        versions={"1.0.0": "ok", "1.1.0": "ok", "1.2.0": "errors:0.25",
-                                 "1.3.0": "latency:150"})
+                                 "1.3.0": "latency:150", "0.9.0": "sick-after:2"})
     yield fleet
     fleet.cleanup()
 
@@ -125,3 +125,24 @@ def test_an_environment_with_two_services_rolls_each_and_reports_both(fleet, tmp
                 for c in client.containers.list(all=True):
                     if c.name.startswith(f"{fleet.service}two-") or c.name.endswith(f"-{fleet.service}two"):
                         c.remove(force=True)
+
+
+def test_overlapped_windows_still_catch_a_node_that_falls_sick_and_put_everything_back(fleet, tmp_path):
+    json_out(fleet.roll("--tag", "1.1.0", "--json"))
+    config = fleet.write_config(tmp_path / "dockship.toml", health={"min_healthy": 4},
+                                rollout={"canary": 0, "overlap_min_healthy": True})
+    proc = roll(fleet, config, "--tag", "0.9.0")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["result"] == "rolled_back"
+    assert "did not stay healthy 4s" in report["reason"]
+    assert set(fleet.versions().values()) == {"1.1.0"}
+
+
+def test_overlapped_windows_roll_a_healthy_release(fleet, tmp_path):
+    config = fleet.write_config(tmp_path / "dockship.toml", health={"min_healthy": 2},
+                                rollout={"canary": 1, "overlap_min_healthy": True})
+    report = json_out(roll(fleet, config, "--tag", "1.0.0"))
+    assert report["result"] == "succeeded"
+    assert [n["result"] for n in report["nodes"]] == ["updated"] * 3
+    assert set(fleet.versions().values()) == {"1.0.0"}

@@ -36,6 +36,8 @@ def _healthy() -> bool:
         return False
     if mode.startswith("slow:"):
         return time.monotonic() - STARTED >= float(mode.split(":", 1)[1])
+    if mode.startswith("sick-after:"):
+        return time.monotonic() - STARTED < float(mode.split(":", 1)[1])
     return True
 
 
