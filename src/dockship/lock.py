@@ -364,7 +364,13 @@ class DeployLock:
             try:
                 found = _read(client, self.env, self.service)
             except stateimage.ENGINE_ERRORS as exc:
-                raise stateimage.engine_failure(node, exc, "read the lock") from None
+                # A contender creating or removing the lock right now can make the engine
+                # answer 404/500 about a half-made container ("RWLayer ... is unexpectedly
+                # nil"): that is the race in progress, so look again until it settles.
+                transient = isinstance(exc, docker.errors.APIError) and exc.status_code in (404, 409, 500)
+                if not transient or time.monotonic() > settle_by:
+                    raise stateimage.engine_failure(node, exc, "read the lock") from None
+                found = None
             if found is None:
                 # The engine reserves a name before the container can be inspected
                 # (seen: a creator that loses the race and looks at once gets 404),
