@@ -219,8 +219,7 @@ def execute_build(plan: BuildPlan, *, client: docker.DockerClient | None = None,
                        pushed=plan.push, action=plan.action, labels=labels)
 
 
-def _docker_build(client: docker.DockerClient, dockerfile: str, *, observer: Observer, what: str,
-                  labels: dict[str, str] | None = None, tag: str | None = None) -> str:
+def _docker_build(client: docker.DockerClient, dockerfile: str, *, observer: Observer, what: str) -> str:
     """Build a context holding only the Dockerfile; return the image id."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
@@ -230,7 +229,7 @@ def _docker_build(client: docker.DockerClient, dockerfile: str, *, observer: Obs
         info.mtime = 0
         tar.addfile(info, io.BytesIO(data))
     context.seek(0)
-    chunks = drain(client.api.build(fileobj=context, custom_context=True, tag=tag, labels=labels,
+    chunks = drain(client.api.build(fileobj=context, custom_context=True,
                                     network_mode="host", rm=True, forcerm=True, pull=False,
                                     decode=True),
                    what, observer.build_chunk)

@@ -16,7 +16,7 @@ import docker
 import docker.errors
 import requests
 
-from dockship.errors import DockshipError, Unreachable
+from dockship.errors import DockshipError, Unreachable, last_line
 
 Chunk = dict[str, Any]
 
@@ -38,14 +38,9 @@ def build_engine(timeout: int = 600) -> docker.DockerClient:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise Unreachable(f"build engine at {where} unreachable ({_reason(exc)}); "
+        raise Unreachable(f"build engine at {where} unreachable ({last_line(exc)}); "
                           "start dockerd (or `dockship lab up`) or set DOCKER_HOST") from None
     return client
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:200] if text else type(exc).__name__
 
 
 def checked(chunks: Iterable[Chunk], what: str, on_chunk: Callable[[Chunk], None] | None = None

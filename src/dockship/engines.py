@@ -22,7 +22,7 @@ import docker.tls
 import requests
 
 from dockship.config import Environment, Node
-from dockship.errors import DockshipError, Unreachable
+from dockship.errors import DockshipError, Unreachable, last_line
 
 T = TypeVar("T")
 DEFAULT_PARALLEL = 8
@@ -98,7 +98,7 @@ class NodeEngine:
         except DockshipError as exc:
             raise type(exc)(f"node {self.node.name}: {exc}") from None
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-            raise Unreachable(f"{where} unreachable: {_short(exc)}") from None
+            raise Unreachable(f"{where} unreachable: {last_line(exc)}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -115,11 +115,6 @@ def _default_key(home: Path) -> Path:
         if (home / name).exists():
             return home / name
     return home / "id_ed25519"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:200] if text else type(exc).__name__
 
 
 class Fleet:

@@ -8,6 +8,12 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def last_line(exc: BaseException, limit: int = 200) -> str:
+    """The last line of an exception's text (libraries put the reason last), bounded for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[-1][:limit] if text else type(exc).__name__
+
+
 class DockshipError(Exception):
     """An error meant for the user: one line that says what and how to fix it."""
 

@@ -28,7 +28,7 @@ from dockship.container import (ServiceContainer, containers_of, create, current
 from dockship.credentials import Credentials
 from dockship.engine import StreamError, drain
 from dockship.engines import Fleet, NodeEngine
-from dockship.errors import ConfigError, DockshipError
+from dockship.errors import ConfigError, DockshipError, last_line
 from dockship.health import State, Verdict
 from dockship.hooks import HookContext, HookFailed, run_hook
 from dockship.plan import NodeStep, RollPlan, StepAction
@@ -451,25 +451,15 @@ class Deployment:
 
     def _prune(self, swapped: list["Swapped"]) -> None:
         """After a successful roll: keep `retain` old containers per node, off the critical path."""
-        def one(done: Swapped) -> None:
-            client = self.fleet.by_name(done.step.node.name).client
-            prune(containers_of(client, self.service.name), self.service.retain,
-                  protect={done.old_id} if done.old_id else set())
-        for done, (_, exc) in zip(swapped, self._each(swapped, one)):
-            if exc is not None:
-                self.warnings.append(f"{done.step.node.name}: pruning old containers failed: {_short(exc)}")
+        keep_old = {d.step.node.name: d.old_id for d in swapped}
 
-    def _each(self, items: list, fn) -> list[tuple[object, BaseException | None]]:
-        out: list[tuple[object, BaseException | None]] = []
-        if not items:
-            return out
-        with ThreadPoolExecutor(max_workers=min(self.fleet.parallel, len(items))) as pool:
-            for fut in [pool.submit(fn, item) for item in items]:
-                try:
-                    out.append((fut.result(), None))
-                except Exception as exc:  # noqa: BLE001 - reported as a warning
-                    out.append((None, exc))
-        return out
+        def one(engine: NodeEngine) -> None:
+            old_id = keep_old[engine.name]
+            prune(containers_of(engine.client, self.service.name), self.service.retain,
+                  protect={old_id} if old_id else set())
+        for engine, _, exc in self.fleet.each(one, [self.fleet.by_name(n) for n in keep_old]):
+            if exc is not None:
+                self.warnings.append(f"{engine.name}: pruning old containers failed: {_short(exc)}")
 
     def _put_back(self, engine: NodeEngine, old: ServiceContainer | None, ctx: HookContext) -> str | None:
         """Start the previous container again and prove it healthy; a problem, or None."""
@@ -575,5 +565,4 @@ def _engine_problem(node: str, exc: BaseException, doing: str) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:300]
+    return last_line(exc, 300)
