@@ -32,6 +32,42 @@ def lab() -> dict:
 
 
 @pytest.fixture(scope="session")
+def build_engine(lab):
+    """The build engine, with the state image that locks and ledgers are made from."""
+    import docker
+
+    from dockship import stateimage
+
+    client = docker.from_env(timeout=60)
+    client.ping()
+    stateimage.ensure_state_image(client)
+    return client
+
+
+@pytest.fixture(scope="session")
+def node_engines(lab) -> list:
+    """(name, client) for every lab node engine, over its local socket."""
+    import docker
+
+    from dockship.lab.paths import LabPaths
+
+    found = []
+    for sock in sorted(LabPaths.default().run.glob("node*/docker.sock")):
+        client = docker.DockerClient(base_url=f"unix://{sock}", timeout=10)
+        client.ping()
+        found.append((sock.parent.name, client))
+    assert len(found) >= 2, f"the lab has {len(found)} node engines; these tests need two"
+    return found
+
+
+def remove_containers(clients, **filters) -> None:
+    """Remove (forced) every container matching the filters on each engine."""
+    for client in clients:
+        for c in client.api.containers(all=True, filters=filters):
+            client.api.remove_container(c["Id"], force=True)
+
+
+@pytest.fixture(scope="session")
 def run_id() -> str:
     return uuid.uuid4().hex[:8]
 

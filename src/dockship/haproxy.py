@@ -245,7 +245,8 @@ def parse_stat_csv(text: str) -> list[ServerStat]:
                               status=row.get("status") or "", sessions=num(row.get("scur")),
                               queued=num(row.get("qcur")), total=num(row.get("stot")),
                               weight=num(row.get("weight")),
-                              check_status=row.get("check_status") or "",
+                              # "* L4CON": the star marks a check still in progress
+                              check_status=(row.get("check_status") or "").lstrip("* "),
                               check_desc=row.get("check_desc") or "", address=row.get("addr") or ""))
     return out
 

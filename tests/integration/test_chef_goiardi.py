@@ -9,7 +9,6 @@ the `dockship` client.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -31,10 +30,7 @@ from dockship.chef import (
 )
 from dockship.errors import ConfigError, Unreachable
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(shutil.which("goiardi") is None, reason="goiardi is not installed"),
-]
+pytestmark = pytest.mark.lab  # goiardi: scripts/install-deps.sh
 
 WEB_STAGE = {f"web{i}": (f"10.77.0.{10 + i}", "abc"[i % 3]) for i in range(1, 6)}
 QUERY = "role:web AND chef_environment:stage"

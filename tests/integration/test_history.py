@@ -15,6 +15,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from conftest import remove_containers
 
 from dockship import history, stateimage
 from dockship.errors import Unreachable
@@ -81,17 +82,12 @@ def test_merge_keeps_one_per_deploy_newest_first_and_the_later_finished_copy():
 # --- ledgers on the engine ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    client = docker.from_env(timeout=60)
-    client.ping()
-    return client
+def engine(build_engine) -> docker.DockerClient:
+    return build_engine
 
 
 def _cleanup(clients, env: str) -> None:
-    for client in clients:
-        for c in client.api.containers(all=True,
-                                       filters={"label": f"io.dockship.ledger.env={env}"}):
-            client.api.remove_container(c["Id"], force=True)
+    remove_containers(clients, label=f"io.dockship.ledger.env={env}")
 
 
 @pytest.fixture
@@ -228,24 +224,9 @@ def test_concurrent_first_records_share_one_ledger(engine, env):
     assert len(history.read([("node1", engine)], env)) == 4
 
 
-def _lab_node_engines() -> list[tuple[str, docker.DockerClient]]:
-    found = []
-    for sock in sorted(Path("/run/dockship-lab").glob("node*/docker.sock")):
-        try:
-            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=10)
-            client.ping()
-        except Exception:
-            continue
-        found.append((sock.parent.name, client))
-    return found
-
-
 @lab
-def test_history_is_whole_when_each_node_saw_only_some_deploys(env):
-    nodes = _lab_node_engines()
-    if len(nodes) < 2:
-        pytest.skip("needs two lab node engines (/run/dockship-lab/node*/docker.sock)")
-    nodes = nodes[:2]
+def test_history_is_whole_when_each_node_saw_only_some_deploys(env, node_engines):
+    nodes = node_engines[:2]
     try:
         history.record(nodes[:1], rec(1, env=env))
         history.record(nodes[1:], rec(2, env=env))

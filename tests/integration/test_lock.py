@@ -3,7 +3,7 @@
 Runs on the build engine (/var/run/docker.sock). Each test uses its own
 environment/service names, so runs never see each other's locks, and removes
 its containers afterwards. Where a second engine is needed, the lab's node
-engines are used if they answer (else those tests skip); the all-or-nothing
+engines are used (the `node_engines` fixture brings the lab up); the all-or-nothing
 path against an unreachable node uses a socket path nothing listens on.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from conftest import remove_containers
 
 from dockship import stateimage
 from dockship.errors import LockHeld, Unreachable
@@ -33,19 +34,13 @@ def fixed(t: datetime):
 
 
 @pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    client = docker.from_env(timeout=60)
-    client.ping()
-    stateimage.ensure_state_image(client)
-    return client
+def engine(build_engine) -> docker.DockerClient:
+    return build_engine
 
 
 def _cleanup(clients, env: str) -> None:
-    for client in clients:
-        for c in client.api.containers(all=True, filters={"label": f"io.dockship.lock.env={env}"}):
-            client.api.remove_container(c["Id"], force=True)
-        for c in client.api.containers(all=True, filters={"name": f"dockship-lock-{env}-"}):
-            client.api.remove_container(c["Id"], force=True)
+    remove_containers(clients, label=f"io.dockship.lock.env={env}")
+    remove_containers(clients, name=f"dockship-lock-{env}-")
 
 
 @pytest.fixture
@@ -310,23 +305,9 @@ def test_unreachable_node_fails_acquire_and_gives_back_what_was_taken(engine, na
     assert dl.release() == ["zz-down"]
 
 
-def _lab_node_engines() -> list[tuple[str, docker.DockerClient]]:
-    found = []
-    for sock in sorted(Path("/run/dockship-lab").glob("node*/docker.sock")):
-        try:
-            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=10)
-            client.ping()
-        except Exception:
-            continue
-        found.append((sock.parent.name, client))
-    return found
-
-
 @pytest.fixture
-def two_nodes(names):
-    nodes = _lab_node_engines()
-    if len(nodes) < 2:
-        pytest.skip("needs two lab node engines (/run/dockship-lab/node*/docker.sock)")
+def two_nodes(names, node_engines):
+    nodes = node_engines
     yield nodes[:2]
     _cleanup([c for _, c in nodes[:2]], names[0])
 

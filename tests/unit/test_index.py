@@ -560,8 +560,7 @@ def test_a_given_session_is_used_and_not_closed(serve):
 @pytest.fixture
 def live_pypiserver(tmp_path: Path) -> Iterator[str]:
     exe = Path(sys.executable).parent / "pypi-server"
-    if not exe.exists():
-        pytest.skip("pypiserver is not installed in this venv (pip install -e '.[lab]')")
+    assert exe.exists(), "pypiserver is not installed in this venv (pip install -e '.[lab]')"
     dists = tmp_path / "dists"
     dists.mkdir()
     for v in ["1.0.0", "1.9.0", "1.10.0", "2.0.0rc1"]:
