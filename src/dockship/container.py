@@ -199,12 +199,17 @@ def remove(c: ServiceContainer) -> None:
 
 
 def prune(containers: list[ServiceContainer], keep: int, *, protect: set[str]) -> list[str]:
-    """Keep `keep` stopped containers (the protected ones first, then the newest); remove the rest."""
+    """Keep `keep` stopped containers (the protected ones first, then the newest); remove the rest.
+
+    A container that never started (prepared by a roll that was killed before the
+    node's turn) ran no version, so it is never worth a retained slot.
+    """
     stopped = [c for c in containers if not c.running]
     room = max(0, keep - sum(1 for c in stopped if c.id in protect))
-    others = [c for c in stopped if c.id not in protect]
+    never = [c for c in stopped if c.status == "created" and c.id not in protect]
+    others = [c for c in stopped if c.id not in protect and c not in never]
     removed = []
-    for c in others[room:]:
+    for c in never + others[room:]:
         try:
             remove(c)
             removed.append(c.name)

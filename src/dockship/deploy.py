@@ -220,27 +220,53 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     """Lock, walk the plan, record the outcome on the nodes, unlock."""
     engines = [(e.name, e.client) for e in fleet]
     started = datetime.now(timezone.utc)
-    with DeployLock(engines, env=env.name, service=service.name, tag=plan.target.tag,
-                    deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait) as lock:
-        report = Deployment(plan, service=service, env=env, fleet=fleet, credentials=credentials,
+    # The ledgers are made ready on the lock's pass over the nodes and written on its
+    # pass back: the history record costs no round of its own.
+    ledger = history.Ledger(engines, env.name, service.name)
+    lock = DeployLock(engines, env=env.name, service=service.name, tag=plan.target.tag,
+                      deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait)
+    deployment = Deployment(plan, service=service, env=env, fleet=fleet, credentials=credentials,
                             observer=observer, cancel=cancel, kind=kind,
-                            heartbeat=lock.refresh_if_due).run()
-        rec = history.HistoryRecord(
-            deploy_id=plan.deploy_id, kind=kind, env=env.name, service=service.name,
-            user=lock.holder, started_at=started, finished_at=datetime.now(timezone.utc),
-            tag=plan.target.tag, digest=plan.target.digest, result=report.result.value,
-            reason=report.reason,
-            nodes=tuple(history.NodeRecord(n.name, n.zone, n.from_tag, n.to_tag, n.result.value,
-                                           n.seconds) for n in report.nodes))
-        failed = history.record(engines, rec)
-        if failed:
-            observer.note(f"history not recorded on: {', '.join(failed)}")
+                            heartbeat=lock.refresh_if_due)
+    first = lock.engines[0][0]
+
+    def prepare(node: str, client) -> None:
+        if node == first:
+            # Contenders are decided on the first node: the deploy is ours, so the pulls
+            # start now and overlap taking the rest of the lock.
+            deployment.start_pulls()
+        ledger.prepare_node(node, client)
+
+    lock.prepare = prepare
+    try:
+        with lock:
+            report = deployment.run()
+            rec = history.HistoryRecord(
+                deploy_id=plan.deploy_id, kind=kind, env=env.name, service=service.name,
+                user=lock.holder, started_at=started, finished_at=datetime.now(timezone.utc),
+                tag=plan.target.tag, digest=plan.target.digest, result=report.result.value,
+                reason=report.reason,
+                nodes=tuple(history.NodeRecord(n.name, n.zone, n.from_tag, n.to_tag, n.result.value,
+                                               n.seconds) for n in report.nodes))
+            late: list[str] = []
+
+            def finish(node: str, client) -> None:
+                problem = deployment.prune_node(node)
+                if problem:
+                    late.append(problem)
+                ledger.append(node, client, rec)
+
+            lock.finish = finish
+    finally:
+        deployment.close()
+    if lock.finish_failed:
+        observer.note(f"history not recorded on: {', '.join(sorted(lock.finish_failed))}")
     if lock.release_failed:
-        message = (f"the deploy lock could not be released on {', '.join(lock.release_failed)}; "
-                   f"it expires in {opts.lock_ttl:.0f}s")
+        late.append(f"the deploy lock could not be released on {', '.join(lock.release_failed)}; "
+                    f"it expires in {opts.lock_ttl:.0f}s")
+    for message in late:
         observer.note(message)
-        report = dataclasses.replace(report, warnings=(*report.warnings, message))
-    return report
+    return dataclasses.replace(report, warnings=(*report.warnings, *late)) if late else report
 
 
 def read_history(config: Config, env_name: str, service: str | None) -> list[history.HistoryRecord]:

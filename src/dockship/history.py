@@ -2,8 +2,8 @@
 
 Each roll or rollback of env/service writes one JSON file,
 `/dockship/history/{started_at}-{deploy_id}.json`, into a ledger container
-`dockship-ledger-{env}-{service}` (created, never started, from the state
-image) on every node it touched. `dockship history` reads the ledgers of an
+`dockship-ledger-{env}-{service}-n{count}` (created, never started, from the
+state image; `count` is how many records it holds) on every node it touched. `dockship history` reads the ledgers of an
 environment's nodes and merges them by deploy id: a node that was down for
 one deploy, or rebuilt, still leaves the history whole as long as one node
 that took part answers.
@@ -15,7 +15,7 @@ A created container's files can be added or overwritten but not deleted
 (`put_archive` applies no whiteouts). A ledger therefore keeps at most
 `keep` records by being *rotated*: once it holds a quarter more than
 `keep`, a fresh ledger is created with the newest `keep` records, the old
-one is removed by id and the new one takes the canonical name. A rotation
+one is removed by id and the new one takes the canonical name (with its count). A rotation
 cut short leaves two ledgers for the same env/service; both carry the ledger
 labels, so reads find both and the next rotation folds them back into one.
 """
@@ -27,6 +27,7 @@ import json
 import re
 import secrets
 import tarfile
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import docker
 import docker.errors
 
 from dockship import stateimage
-from dockship.errors import Unreachable
+from dockship.errors import DockshipError, Unreachable
 
 KIND = "ledger"
 PREFIX = "io.dockship.ledger."
@@ -201,8 +202,14 @@ def merge(records: Iterable[HistoryRecord]) -> list[HistoryRecord]:
     return sorted(best.values(), key=HistoryRecord.sort_key, reverse=True)
 
 
-def ledger_name(env: str, service: str) -> str:
-    return stateimage.state_name(KIND, env, service)
+def ledger_name(env: str, service: str, count: int) -> str:
+    """`dockship-ledger-{env}-{service}-n{count}`: the name says how many records it holds.
+
+    Reading a created container's files costs the engine a mount (~40 ms, as
+    much as the write); a count in the name, renamed after each write (~5 ms),
+    lets a writer decide on a rotation from the listing it needs anyway.
+    """
+    return f"{stateimage.state_name(KIND, env, service)}-n{count}"
 
 
 def _ledger_labels(env: str, service: str) -> dict[str, str]:
@@ -210,20 +217,106 @@ def _ledger_labels(env: str, service: str) -> dict[str, str]:
 
 
 def _ledgers(client: docker.DockerClient, env: str, service: str | None) -> list[dict[str, Any]]:
-    """Ledger containers of env (and service) on one engine, canonical name first."""
+    """Ledger containers of env (and service) on one engine."""
     filters = [f"{stateimage.KIND_LABEL}={KIND}", f"{PREFIX}env={env}"]
     if service is not None:
         filters.append(f"{PREFIX}service={service}")
-    found = client.api.containers(all=True, filters={"label": filters})
     # The label filter matches `key=value` exactly, so env "a" never finds env "ab".
-    return found
+    return client.api.containers(all=True, filters={"label": filters})
 
 
-def _canonical_first(found: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return sorted(found, key=lambda c: f"/{name}" not in (c.get("Names") or []))
+def _count(container: dict[str, Any], env: str, service: str) -> int | None:
+    """The record count in a canonical ledger's name; None for any other name."""
+    pattern = re.compile(re.escape("/" + stateimage.state_name(KIND, env, service)) + r"-n(\d+)")
+    for name in container.get("Names") or []:
+        m = pattern.fullmatch(name)
+        if m:
+            return int(m.group(1))
+    return None
 
 
 # --- writing -------------------------------------------------------------------------
+
+@dataclass
+class _Target:
+    container_id: str
+    count: int
+
+
+class Ledger:
+    """The env/service ledgers on a set of engines, made ready to take one record each.
+
+    `prepare_node()` finds or creates a node's ledger and rotates a full one;
+    `append()` writes the record and counts it. A roll prepares on the pass
+    that takes the deploy lock and appends on the pass that gives it back.
+    """
+
+    def __init__(self, engines: Engines, env: str, service: str, *, keep: int = DEFAULT_KEEP):
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.engines = tuple(engines)
+        self.env, self.service, self.keep = env, service, keep
+        self._ready: dict[str, _Target] = {}
+
+    def prepare(self) -> list[str]:
+        """Make every node's ledger writable; return nodes where that failed (best effort)."""
+        outcomes = _each(self.engines, self.prepare_node)
+        return [node for node, outcome in outcomes if isinstance(outcome, BaseException)]
+
+    def prepare_node(self, node: str, client: docker.DockerClient) -> None:
+        """Make one node's ledger writable (under the deploy lock of that node)."""
+        self._ready[node] = self._prepare_one(client)
+
+    def append(self, node: str, client: docker.DockerClient, rec: HistoryRecord) -> None:
+        """Write `rec` into this node's ledger (preparing it now if prepare() did not)."""
+        if (rec.env, rec.service) != (self.env, self.service):
+            raise ValueError(f"a record of {rec.env}/{rec.service} in the ledger of "
+                             f"{self.env}/{self.service}")
+        payload = json.dumps(rec.to_json(), indent=1, sort_keys=True).encode()
+        target = self._ready.pop(node, None) or self._prepare_one(client)
+        stateimage.put_files(client, target.container_id,
+                             {f"{HISTORY_DIR}/{rec.file_name}": payload})
+        _rename(client, target.container_id, ledger_name(self.env, self.service, target.count + 1))
+
+    def _prepare_one(self, client: docker.DockerClient) -> _Target:
+        env, service = self.env, self.service
+        ledgers = sorted(_ledgers(client, env, service),
+                         key=lambda c: _count(c, env, service) is None)   # canonical first
+        if not ledgers:
+            return self._create(client)
+        count = _count(ledgers[0], env, service)
+        # Room for the record to come: write into it; else fold every ledger into a fresh one.
+        if len(ledgers) == 1 and count is not None and count + 1 <= self.keep + max(1, self.keep // 4):
+            return _Target(ledgers[0]["Id"], count)
+        files: dict[str, bytes] = {}
+        for ledger in ledgers:
+            for fname, data in (stateimage.get_files(client, ledger["Id"], HISTORY_DIR) or {}).items():
+                files.setdefault(fname, data)
+        return _rotate(client, env, service, [c["Id"] for c in ledgers], files, self.keep - 1)
+
+    def _create(self, client: docker.DockerClient) -> _Target:
+        labels = _ledger_labels(self.env, self.service)
+        try:
+            return _Target(stateimage.create_state_container(
+                client, ledger_name(self.env, self.service, 0), KIND, labels), 0)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+        # Someone created it at the same moment: use theirs, found by its labels once the
+        # engine lists it (it reserves the name first; see stateimage.inspect_settled).
+        deadline = time.monotonic() + 5.0
+        pause = 0.02
+        while True:
+            for c in _ledgers(client, self.env, self.service):
+                count = _count(c, self.env, self.service)
+                if count is not None:
+                    return _Target(c["Id"], count)
+            if time.monotonic() >= deadline:
+                raise DockshipError(f"a container named {ledger_name(self.env, self.service, 0)} "
+                                    "exists but is not this ledger; remove it")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
 
 def record(engines: Engines, rec: HistoryRecord, *, keep: int = DEFAULT_KEEP) -> list[str]:
     """Write `rec` into the env/service ledger on every engine given; return nodes where it failed.
@@ -231,67 +324,37 @@ def record(engines: Engines, rec: HistoryRecord, *, keep: int = DEFAULT_KEEP) ->
     Best effort: a node that fails is skipped (its engine error is not raised).
     Writing the same deploy id again overwrites its file (idempotent).
     """
-    if keep < 1:
-        raise ValueError("keep must be at least 1")
-    payload = json.dumps(rec.to_json(), indent=1, sort_keys=True).encode()
-
-    def one(node: str, client: docker.DockerClient) -> None:
-        _record_one(client, rec, payload, keep)
-
-    return [node for node, outcome in _each(engines, one) if isinstance(outcome, BaseException)]
+    ledger = Ledger(engines, rec.env, rec.service, keep=keep)
+    outcomes = _each(engines, lambda node, client: ledger.append(node, client, rec))
+    return [node for node, outcome in outcomes if isinstance(outcome, BaseException)]
 
 
-def _record_one(client: docker.DockerClient, rec: HistoryRecord, payload: bytes, keep: int) -> None:
-    name = ledger_name(rec.env, rec.service)
-    ledgers = _canonical_first(_ledgers(client, rec.env, rec.service), name)
-    if not ledgers:
-        try:
-            cid = stateimage.create_state_container(client, name, KIND,
-                                                    _ledger_labels(rec.env, rec.service))
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise
-            # Someone created it at the same moment (or it lacks our labels): use it if it is ours.
-            existing = stateimage.inspect_settled(client, name)
-            labels = stateimage.labels_of(existing or {})
-            if existing is None or labels.get(PREFIX + "env") != rec.env \
-                    or labels.get(PREFIX + "service") != rec.service:
-                raise
-            cid = existing["Id"]
-        ledgers = [{"Id": cid, "Names": [f"/{name}"]}]
-    target = ledgers[0]["Id"]
-    files = stateimage.get_files(client, target, HISTORY_DIR) or {}
-    if len(ledgers) == 1 and len(files) + 1 <= keep + max(1, keep // 4):
-        stateimage.put_files(client, target, {f"{HISTORY_DIR}/{rec.file_name}": payload})
-        return
-    # Rotate: fold every ledger of this env/service on this engine into a fresh one.
-    for other in ledgers[1:]:
-        for fname, data in (stateimage.get_files(client, other["Id"], HISTORY_DIR) or {}).items():
-            files.setdefault(fname, data)
-    files[rec.file_name] = payload
-    _rotate(client, rec.env, rec.service, [c["Id"] for c in ledgers], files, keep)
+def _rename(client: docker.DockerClient, container_id: str, name: str) -> None:
+    """Best effort: a count that lags (a concurrent writer took the name) only delays a rotation."""
+    try:
+        client.api.rename(container_id, name)
+    except docker.errors.APIError:
+        pass
 
 
 def _rotate(client: docker.DockerClient, env: str, service: str, old_ids: list[str],
-            files: dict[str, bytes], keep: int) -> None:
-    name = ledger_name(env, service)
+            files: dict[str, bytes], keep: int) -> _Target:
+    """A fresh ledger with the newest `keep` of `files`, under the canonical name."""
     newest = sorted((f for f in files if f.endswith(".json")), reverse=True)[:keep]
-    temp = f"{name}-r{secrets.token_hex(4)}"
+    temp = f"{stateimage.state_name(KIND, env, service)}-r{secrets.token_hex(4)}"
     cid = stateimage.create_state_container(client, temp, KIND, _ledger_labels(env, service))
     try:
-        stateimage.put_files(client, cid, {f"{HISTORY_DIR}/{f}": files[f] for f in newest})
+        if newest:
+            stateimage.put_files(client, cid, {f"{HISTORY_DIR}/{f}": files[f] for f in newest})
     except BaseException:
         stateimage.remove(client, cid)  # the old ledgers are untouched: nothing lost
         raise
     for old in old_ids:
         stateimage.remove(client, old)
-    try:
-        client.api.rename(cid, name)
-    except docker.errors.APIError as exc:
-        # 409: a writer recreated the canonical name meanwhile. The temp-named
-        # ledger is still found by its labels, and the next rotation merges both.
-        if exc.status_code != 409:
-            raise
+    # If a writer recreated a canonical ledger meanwhile, the temp-named one is still
+    # found by its labels, and the next rotation merges both.
+    _rename(client, cid, ledger_name(env, service, len(newest)))
+    return _Target(cid, len(newest))
 
 
 # --- reading -------------------------------------------------------------------------

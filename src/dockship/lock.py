@@ -276,6 +276,13 @@ class DeployLock:
         self.clock = clock
         self.info: LockInfo | None = None          # ours, once acquired
         self.release_failed: list[str] = []        # set by __exit__
+        # Work that needs the lock on a node (a ledger has one writer at a time), done on
+        # the lock's own pass over the nodes instead of a pass of its own: `prepare` right
+        # after a node is taken, `finish` just before it is given back. Failures are
+        # listed, never raised: they must not cost a deployment its lock or its release.
+        self.prepare: Callable[[str, docker.DockerClient], object] | None = None
+        self.finish: Callable[[str, docker.DockerClient], object] | None = None
+        self.finish_failed: list[str] = []
         self._held: dict[str, str] = {}            # node -> container id of our lock
         self._touched: set[str] = set()            # nodes where a create may have happened
         self._last_refresh = 0.0
@@ -328,18 +335,21 @@ class DeployLock:
             # The first node in name order decides between contenders (they all try it first);
             # whoever holds it takes the other nodes at once, in parallel, still all or nothing.
             todo = [(node, client) for node, client in self.engines if node not in self._held]
+            first = None
             if todo and todo[0][0] == self.engines[0][0]:
-                node, client = todo.pop(0)
-                self._held[node] = self._take(node, client, labels)
+                first = todo.pop(0)
+                self._held[first[0]] = self._take(*first, labels)
             errors: list[BaseException] = []
-            if todo:
-                with ThreadPoolExecutor(max_workers=min(len(todo), _PARALLEL)) as pool:
-                    futures = [(node, pool.submit(self._take, node, client, labels)) for node, client in todo]
-                    for node, fut in futures:
-                        try:
-                            self._held[node] = fut.result()
-                        except BaseException as exc:  # noqa: BLE001 - re-raised below, first in node order
-                            errors.append(exc)
+            with ThreadPoolExecutor(max_workers=min(len(todo) + 1, _PARALLEL)) as pool:
+                if first is not None:
+                    pool.submit(self._prepare, *first)
+                futures = [(node, pool.submit(self._take_and_prepare, node, client, labels))
+                           for node, client in todo]
+                for node, fut in futures:
+                    try:
+                        self._held[node] = fut.result()
+                    except BaseException as exc:  # noqa: BLE001 - re-raised below, first in node order
+                        errors.append(exc)
             if errors:
                 raise errors[0]
         except BaseException:
@@ -348,6 +358,18 @@ class DeployLock:
             raise
         self.info = info
         self._last_refresh = time.monotonic()
+
+    def _take_and_prepare(self, node: str, client: docker.DockerClient, labels: dict[str, str]) -> str:
+        cid = self._take(node, client, labels)
+        self._prepare(node, client)
+        return cid
+
+    def _prepare(self, node: str, client: docker.DockerClient) -> None:
+        if self.prepare is not None:
+            try:
+                self.prepare(node, client)
+            except Exception:  # noqa: BLE001 - best effort by contract (see __init__)
+                pass
 
     def _take(self, node: str, client: docker.DockerClient, labels: dict[str, str]) -> str:
         """Create our lock on one engine, taking over an expired one; return its container id."""
@@ -424,6 +446,11 @@ class DeployLock:
 
         def give_back(node: str) -> str | None:
             client = clients[node]
+            if self.finish is not None and node in self._held:
+                try:
+                    self.finish(node, client)
+                except Exception:  # noqa: BLE001 - listed in finish_failed, the lock goes anyway
+                    self.finish_failed.append(node)
             try:
                 cid = self._held.get(node)
                 if cid is None:

@@ -80,6 +80,19 @@ def balancer_for(env: Environment, service: Service) -> Balancer | None:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A node made ready ahead of its turn: its running container, and the new one created.
+
+    A created container holds no port and serves nothing, so making it while
+    earlier nodes are still being swapped is free; the node's own window is
+    then only stop + start + health.
+    """
+
+    old: ServiceContainer | None
+    new: ServiceContainer
+
+
+@dataclass(frozen=True)
 class Swapped:
     """What a successful swap leaves behind, to undo it later if a later node fails."""
 
@@ -116,6 +129,29 @@ class Deployment:
         # a sick release must stop at the first node, overlap or not.
         self._canary = {s.node.name for b in plan.batches if b.canary for s in b.steps}
         self._hold_stop = threading.Event()
+        self._taken: set[str] = set()   # nodes whose prepared container _deploy has taken over
+        self._prefetch: ThreadPoolExecutor | None = None
+        self._to_prune: dict[str, str | None] = {}   # node -> the old container it keeps
+        self._pulls: dict[str, Future] = {}
+
+    # -- before the lock -------------------------------------------------------------
+
+    def start_pulls(self) -> None:
+        """Start pulling the target image on every node that changes, at once.
+
+        Safe before the deploy lock is held (an image on a node changes nothing it
+        runs), so the pulls overlap taking the lock. `run()` starts them if this
+        was not called; `close()` stops those not begun.
+        """
+        if self._prefetch is not None:
+            return
+        steps = [s for s in self.plan.steps if s.action is StepAction.DEPLOY]
+        self._prefetch = ThreadPoolExecutor(max_workers=self.fleet.parallel, thread_name_prefix="pull")
+        self._pulls = {s.node.name: self._prefetch.submit(self._pull, s) for s in steps}
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.shutdown(wait=True, cancel_futures=True)
 
     # -- the walk ---------------------------------------------------------------------
 
@@ -161,10 +197,11 @@ class Deployment:
         swapped: list[Swapped] = []
         failure: tuple[str, str] | None = None
         watches: list[tuple[Swapped, Future]] = []
-        with ThreadPoolExecutor(max_workers=self.fleet.parallel, thread_name_prefix="pull") as pulls, \
+        self.start_pulls()
+        with ThreadPoolExecutor(max_workers=self.fleet.parallel, thread_name_prefix="prepare") as early, \
                 ThreadPoolExecutor(max_workers=max(1, len(self.plan.steps)), thread_name_prefix="hold") as holds:
-            pulled = {s.node.name: pulls.submit(self._pull, s) for s in self.plan.steps
-                      if s.action is StepAction.DEPLOY}
+            prepared = {s.node.name: early.submit(self._prepare, s, self._pulls[s.node.name])
+                        for s in self.plan.steps if s.node.name in self._pulls}
             batches = self.plan.batches
             for i, batch in enumerate(batches):
                 todo = [s for s in batch.steps if s.action is StepAction.DEPLOY]
@@ -175,7 +212,7 @@ class Deployment:
                     break
                 if self.heartbeat is not None:
                     self.heartbeat()
-                outcomes = self._in_parallel(todo, lambda s: self._deploy_guarded(s, pulled[s.node.name]))
+                outcomes = self._in_parallel(todo, lambda s: self._deploy_guarded(s, prepared[s.node.name]))
                 for step, (report, done) in zip(todo, outcomes):
                     reports[step.node.name] = report
                     if done is not None:
@@ -201,11 +238,13 @@ class Deployment:
                 failure = self._held_failure(watches, swapped, reports, wait=True)
             if failure:
                 self._hold_stop.set()
-                for name, fut in pulled.items():
+                for fut in (*prepared.values(), *self._pulls.values()):
                     fut.cancel()
+        self._discard_unused(prepared)
+        self.close()
 
         if failure is None:
-            self._prune(swapped)
+            self._to_prune = {d.step.node.name: d.old_id for d in swapped}
             try:
                 run_hook(self.env.hooks, "post_roll", self._ctx())
             except HookFailed as exc:
@@ -341,12 +380,34 @@ class Deployment:
                               decode=True, auth_config=auth), f"pull of {ref} on {step.node.name}",
               on_chunk)
 
-    def _deploy_guarded(self, step: NodeStep, pulled: Future) -> tuple[NodeReport, Swapped | None]:
+    def _prepare(self, step: NodeStep, pull: Future) -> Prepared:
+        """Once pulled: read the running container, create the new one (before the node's turn)."""
+        pull.result()
+        engine = self.fleet.by_name(step.node.name)
+        old = current_of(engine.client, self.service.name)
+        try:
+            new = create(engine.client, self.service, env=self.plan.env, ref=self._ref(step),
+                         tag=step.to_tag, digest=step.to_digest, deploy_id=self.plan.deploy_id,
+                         previous=old)
+        except Exception as exc:
+            raise DockshipError(_engine_problem(step.node.name, exc,
+                                                "could not create the new container")) from exc
+        return Prepared(old, new)
+
+    def _discard_unused(self, prepared: dict[str, Future]) -> None:
+        """Remove containers prepared for nodes the roll never reached (it stopped early)."""
+        for name, fut in prepared.items():
+            if name in self._taken or fut.cancelled() or fut.exception() is not None:
+                continue
+            self._discard(name, fut.result().new)
+
+    def _deploy_guarded(self, step: NodeStep, prepared: Future) -> tuple[NodeReport, Swapped | None]:
         """`_deploy`, but an error it did not foresee marks the node BROKEN instead of
         escaping: the roll must still put the other nodes back and report every node."""
         t0 = time.monotonic()
+        self._taken.add(step.node.name)
         try:
-            return self._deploy(step, pulled)
+            return self._deploy(step, prepared)
         except Exception as exc:  # noqa: BLE001 - reported per node, never lost
             reason = _engine_problem(step.node.name, exc, "unexpected error")
             self.observer.node(step.node.name, "BROKEN", reason)
@@ -354,7 +415,7 @@ class Deployment:
                               NodeResult.BROKEN, time.monotonic() - t0,
                               f"{reason}; the node's state is unknown, check it"), None
 
-    def _deploy(self, step: NodeStep, pulled: Future) -> tuple[NodeReport, Swapped | None]:
+    def _deploy(self, step: NodeStep, prepared: Future) -> tuple[NodeReport, Swapped | None]:
         t0 = time.monotonic()
         name = step.node.name
         svc = self.service
@@ -364,25 +425,15 @@ class Deployment:
             return NodeReport(name, step.node.zone, step.from_tag, step.to_tag, result,
                               time.monotonic() - t0, reason, tuple(logs or ()))
 
-        self.observer.node(name, "pulling")
+        if not prepared.done():
+            self.observer.node(name, "pulling")
         try:
-            pulled.result()
-            client = engine.client
-            old = current_of(client, svc.name)
+            ready: Prepared = prepared.result()
         except Exception as exc:  # noqa: BLE001 - any failure before a change is "nothing changed"
-            self.observer.node(name, "failed", "pull failed")
+            self.observer.node(name, "failed", "not prepared")
             return report(NodeResult.FAILED, f"{_short(exc)}; nothing changed on this node"), None
+        old, new = ready.old, ready.new
         ctx = self._ctx(step, engine)
-        # Created ahead (a created container holds no port): the node's window without a
-        # serving container is then only stop + start + health.
-        try:
-            new: ServiceContainer | None = create(
-                client, svc, env=self.plan.env, ref=self._ref(step), tag=step.to_tag,
-                digest=step.to_digest, deploy_id=self.plan.deploy_id, previous=old)
-        except Exception as exc:  # noqa: BLE001 - nothing was changed yet
-            self.observer.node(name, "failed", "create")
-            return report(NodeResult.FAILED, f"{_engine_problem(name, exc, 'could not create the new container')}; "
-                          "nothing changed on this node"), None
         try:
             self.observer.node(name, "pre_node hook")
             run_hook(self.env.hooks, "pre_node", ctx)
@@ -429,7 +480,7 @@ class Deployment:
                                                                       new.id, t0)
 
         # The new version failed here: keep its last words, then put the old one back.
-        logs = logs_tail(new) if new is not None else []
+        logs = logs_tail(new)
         if in_service:
             self._drain(name, ctx, cancellable=False)
         self.observer.node(name, "putting back", step.from_tag or "")
@@ -449,17 +500,21 @@ class Deployment:
         except ENGINE_ERRORS as exc:
             self.warnings.append(f"{name}: could not remove the unused container {new.name}: {_short(exc)}")
 
-    def _prune(self, swapped: list["Swapped"]) -> None:
-        """After a successful roll: keep `retain` old containers per node, off the critical path."""
-        keep_old = {d.step.node.name: d.old_id for d in swapped}
+    def prune_node(self, name: str) -> str | None:
+        """After a successful run(): keep `retain` old containers on one node; a warning, or None.
 
-        def one(engine: NodeEngine) -> None:
-            old_id = keep_old[engine.name]
-            prune(containers_of(engine.client, self.service.name), self.service.retain,
-                  protect={old_id} if old_id else set())
-        for engine, _, exc in self.fleet.each(one, [self.fleet.by_name(n) for n in keep_old]):
-            if exc is not None:
-                self.warnings.append(f"{engine.name}: pruning old containers failed: {_short(exc)}")
+        Not part of run(): the caller does it on the deploy lock's pass back over the
+        nodes (still under the lock), so pruning costs the roll no round of its own.
+        """
+        if name not in self._to_prune:
+            return None
+        old_id = self._to_prune.pop(name)
+        try:
+            prune(containers_of(self.fleet.by_name(name).client, self.service.name),
+                  self.service.retain, protect={old_id} if old_id else set())
+        except Exception as exc:  # noqa: BLE001 - the roll succeeded; a leftover is a warning
+            return f"{name}: pruning old containers failed: {_short(exc)}"
+        return None
 
     def _put_back(self, engine: NodeEngine, old: ServiceContainer | None, ctx: HookContext) -> str | None:
         """Start the previous container again and prove it healthy; a problem, or None."""

@@ -110,7 +110,7 @@ def test_record_then_read_round_trips_newest_first(engine, env):
     got = history.read(nodes, env, "hello")
     assert got == [rec(3, env=env), rec(2, env=env), rec(1, env=env)]
     found = ledgers(engine, env)
-    assert [c["Names"] for c in found] == [[f"/dockship-ledger-{env}-hello"]]
+    assert [c["Names"] for c in found] == [[f"/dockship-ledger-{env}-hello-n3"]]  # its count
     assert found[0]["State"] == "created"
     files = stateimage.get_files(engine, found[0]["Id"], history.HISTORY_DIR)
     assert sorted(files) == sorted(rec(n, env=env).file_name for n in (1, 2, 3))
@@ -180,11 +180,27 @@ def test_ledger_is_pruned_to_the_newest_records_by_rotation(engine, env):
     history.record(nodes, rec(6, env=env), keep=4)
     after = ledgers(engine, env)
     assert len(after) == 1 and after[0]["Id"] != first[0]["Id"]
-    assert after[0]["Names"] == [f"/dockship-ledger-{env}-hello"]
+    assert after[0]["Names"] == [f"/dockship-ledger-{env}-hello-n4"]
     assert [r.deploy_id for r in history.read(nodes, env)] == [
         "deploy-0006", "deploy-0005", "deploy-0004", "deploy-0003"]
     history.record(nodes, rec(7, env=env), keep=4)   # back to normal appends
     assert ledgers(engine, env)[0]["Id"] == after[0]["Id"]
+    assert ledgers(engine, env)[0]["Names"] == [f"/dockship-ledger-{env}-hello-n5"]
+
+
+@lab
+def test_a_ledger_without_a_count_in_its_name_is_folded_into_a_counted_one(engine, env):
+    nodes = [("node1", engine)]
+    uncounted = stateimage.create_state_container(
+        engine, f"dockship-ledger-{env}-hello", "ledger",
+        {"io.dockship.ledger.env": env, "io.dockship.ledger.service": "hello"})
+    r1 = rec(1, env=env)
+    stateimage.put_files(engine, uncounted, {f"{history.HISTORY_DIR}/{r1.file_name}":
+                                             json.dumps(r1.to_json()).encode()})
+    history.record(nodes, rec(2, env=env))
+    (only,) = ledgers(engine, env)
+    assert only["Names"] == [f"/dockship-ledger-{env}-hello-n2"]
+    assert [r.deploy_id for r in history.read(nodes, env)] == ["deploy-0002", "deploy-0001"]
 
 
 @lab

@@ -55,8 +55,15 @@ def test_every_tag_is_a_valid_docker_tag(text):
 
 
 @given(versions(), versions())
-def test_equal_versions_have_equal_tags_and_different_versions_different_tags(a, b):
-    assert (tag_for(a) == tag_for(b)) == (Version(a) == Version(b))
+def test_equal_normalized_versions_have_equal_tags_and_others_different_tags(a, b):
+    # The tag is the *normalized form* (design §4): 1.0 and 1.0.0 compare equal as
+    # versions but are two spellings, so two tags; the mapping never merges two forms.
+    assert (tag_for(a) == tag_for(b)) == (str(Version(a)) == str(Version(b)))
+
+
+def test_equal_versions_spelled_differently_keep_their_own_tags():
+    assert Version("1.0") == Version("1.0.0")
+    assert (tag_for("1.0"), tag_for("1.0.0")) == ("1.0", "1.0.0")
 
 
 @pytest.mark.parametrize(("version", "tag"), [
