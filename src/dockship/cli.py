@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from dockship import __version__
+from dockship.config import DEFAULT_PARALLEL
 from dockship.errors import DockshipError
 
 err = Console(stderr=True, highlight=False)
@@ -116,8 +117,8 @@ def _deploy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another deployment's lock (default: fail at once, exit 3)")
-    p.add_argument("--parallel", type=int, default=8, metavar="N",
-                   help="engine connections and pulls opened at once (default 8)")
+    p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
+                   help=f"engine connections and pulls opened at once (default {DEFAULT_PARALLEL})")
 
 
 def _roll(args: argparse.Namespace) -> int:

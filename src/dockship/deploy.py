@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 import docker.errors
 
 from dockship import history
-from dockship.config import Config, Environment, Service
-from dockship.container import current_of
+from dockship.config import DEFAULT_PARALLEL, Config, Environment, Service
+from dockship.container import ServiceContainer, current_of
 from dockship.credentials import registry_credentials
 from dockship.engines import Fleet
-from dockship.errors import DockshipError, Unreachable, UsageError
+from dockship.errors import UsageError
 from dockship.inventory import nodes_for
 from dockship.lock import DeployLock
 from dockship.plan import Batch, NodeStep, RollPlan, StepAction, Target, make_batches
@@ -39,7 +39,7 @@ class RollOptions:
     zone: str | None = None         # roll the nodes of this zone only
     lock_wait: float = 0.0
     lock_ttl: float = 1800.0
-    parallel: int = 8
+    parallel: int = DEFAULT_PARALLEL
 
 
 def services_for(config: Config, env: Environment, service: str | None) -> list[Service]:
@@ -80,18 +80,8 @@ def resolve_target(config: Config, service: Service, tag: str | None,
     return Target(service=service.name, tag=tag, digest=digest, repository=repository)
 
 
-def _node_states(fleet: Fleet, service: Service):
-    states = {}
-    errors = []
-    for engine, value, exc in fleet.each(lambda e: current_of(e.client, service.name)):
-        if exc is not None:
-            errors.append(exc if isinstance(exc, DockshipError) else Unreachable(
-                f"node {engine.name}: {exc}"))
-        else:
-            states[engine.name] = value
-    if errors:
-        raise type(errors[0])("; ".join(str(e) for e in errors))
-    return states
+def _node_states(fleet: Fleet, service: Service) -> dict[str, ServiceContainer | None]:
+    return fleet.gather(lambda e: current_of(e.client, service.name))
 
 
 def plan_roll(env: Environment, service: Service, fleet: Fleet, target: Target, *,
@@ -224,7 +214,8 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     # pass back: the history record costs no round of its own.
     ledger = history.Ledger(engines, env.name, service.name)
     lock = DeployLock(engines, env=env.name, service=service.name, tag=plan.target.tag,
-                      deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait)
+                      deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait,
+                      parallel=opts.parallel)
     deployment = Deployment(plan, service=service, env=env, fleet=fleet, credentials=credentials,
                             observer=observer, cancel=cancel, kind=kind,
                             heartbeat=lock.refresh_if_due)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -21,11 +20,11 @@ import docker.errors
 import docker.tls
 import requests
 
-from dockship.config import Environment, Node
+from dockship import parallel
+from dockship.config import DEFAULT_PARALLEL, Environment, Node
 from dockship.errors import DockshipError, Unreachable, last_line
 
 T = TypeVar("T")
-DEFAULT_PARALLEL = 8
 API_TIMEOUT = 120
 
 
@@ -141,25 +140,27 @@ class Fleet:
 
     def connect(self) -> None:
         """Open every engine now; all failures are reported together, one line each."""
-        errors = [exc for _, _, exc in self.each(lambda e: e.client) if exc is not None]
+        self.gather(lambda e: e.client)
+
+    def gather(self, fn: Callable[[NodeEngine], T]) -> dict[str, T]:
+        """fn on every engine, by node name; if any failed, one error naming every failure."""
+        results: dict[str, T] = {}
+        errors: list[DockshipError] = []
+        for engine, value, exc in self.each(fn):
+            if exc is None:
+                results[engine.name] = value  # type: ignore[assignment]
+            else:
+                errors.append(exc if isinstance(exc, DockshipError)
+                              else Unreachable(f"node {engine.name}: {last_line(exc)}"))
         if errors:
-            first = errors[0]
-            message = "; ".join(str(e) for e in errors)
-            raise type(first)(message) if isinstance(first, DockshipError) else Unreachable(message)
+            raise type(errors[0])("; ".join(str(e) for e in errors))
+        return results
 
     def each(self, fn: Callable[[NodeEngine], T], engines: Iterable[NodeEngine] | None = None
              ) -> list[tuple[NodeEngine, T | None, BaseException | None]]:
         """Run fn on engines in parallel (bounded); per-engine results, never losing a failure."""
-        todo = list(self.engines if engines is None else engines)
-        results: list[tuple[NodeEngine, T | None, BaseException | None]] = []
-        with ThreadPoolExecutor(max_workers=min(self.parallel, max(1, len(todo)))) as pool:
-            futures = [(e, pool.submit(fn, e)) for e in todo]
-            for engine, future in futures:
-                try:
-                    results.append((engine, future.result(), None))
-                except Exception as exc:  # noqa: BLE001 - returned to the caller per engine
-                    results.append((engine, None, exc))
-        return results
+        return parallel.each(list(self.engines if engines is None else engines), fn,
+                             limit=self.parallel)
 
     def close(self) -> None:
         for e in self.engines:

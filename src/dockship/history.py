@@ -29,7 +29,6 @@ import secrets
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -37,7 +36,8 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from dockship import stateimage
+from dockship import parallel, stateimage
+from dockship.config import DEFAULT_PARALLEL
 from dockship.errors import DockshipError, Unreachable
 
 KIND = "ledger"
@@ -45,7 +45,6 @@ PREFIX = "io.dockship.ledger."
 HISTORY_DIR = "/dockship/history"
 DEFAULT_KEEP = 200
 SCHEMA = 1
-_MAX_PARALLEL = 16
 
 Engines = Sequence[tuple[str, docker.DockerClient]]
 R = TypeVar("R")
@@ -415,15 +414,9 @@ def read(engines: Engines, env: str, service: str | None = None) -> list[History
 def _each(engines: Engines, fn: Callable[[str, docker.DockerClient], R]
           ) -> list[tuple[str, R | BaseException]]:
     """Run fn(node, client) on every engine in parallel; (node, result or its engine error)."""
-    if not engines:
-        return []
-    with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(engines)),
-                            thread_name_prefix="dockship-history") as pool:
-        futures = [(node, pool.submit(fn, node, client)) for node, client in engines]
-        out: list[tuple[str, R | BaseException]] = []
-        for node, fut in futures:
-            try:
-                out.append((node, fut.result()))
-            except (*stateimage.ENGINE_ERRORS, tarfile.TarError) as exc:
-                out.append((node, exc))
-        return out
+    out: list[tuple[str, R | BaseException]] = []
+    for (node, _), result, exc in parallel.each(engines, lambda e: fn(*e), limit=DEFAULT_PARALLEL):
+        if exc is not None and not isinstance(exc, (*stateimage.ENGINE_ERRORS, tarfile.TarError)):
+            raise exc
+        out.append((node, exc if exc is not None else result))
+    return out

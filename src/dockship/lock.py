@@ -51,13 +51,13 @@ import docker
 import docker.errors
 
 from dockship import stateimage
+from dockship.config import DEFAULT_PARALLEL
 from dockship.errors import DockshipError, LockHeld
 
 KIND = "lock"
 PREFIX = "io.dockship.lock."
 LEASE_DIR = "/dockship/lease"
 DEFAULT_TTL = 1800.0
-_PARALLEL = 8            # engines written at once (taking and giving back the lock)
 _SETTLE_SECONDS = 5.0     # how long a contended take may keep retrying before it counts as held
 
 Engines = Sequence[tuple[str, docker.DockerClient]]
@@ -257,7 +257,7 @@ class DeployLock:
 
     def __init__(self, engines: Engines, *, env: str, service: str, tag: str, deploy_id: str,
                  ttl: float = DEFAULT_TTL, wait: float = 0, holder: str | None = None,
-                 poll: float = 1.0, clock: Clock = utc_now):
+                 poll: float = 1.0, clock: Clock = utc_now, parallel: int = DEFAULT_PARALLEL):
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         if wait < 0:
@@ -272,6 +272,7 @@ class DeployLock:
             sorted(engines, key=lambda e: e[0]))
         self.env, self.service, self.tag, self.deploy_id = env, service, tag, deploy_id
         self.ttl, self.wait, self.poll = float(ttl), float(wait), float(poll)
+        self.parallel = max(1, parallel)
         self.holder = holder or default_holder()
         self.clock = clock
         self.info: LockInfo | None = None          # ours, once acquired
@@ -340,7 +341,7 @@ class DeployLock:
                 first = todo.pop(0)
                 self._held[first[0]] = self._take(*first, labels)
             errors: list[BaseException] = []
-            with ThreadPoolExecutor(max_workers=min(len(todo) + 1, _PARALLEL)) as pool:
+            with ThreadPoolExecutor(max_workers=min(len(todo) + 1, self.parallel)) as pool:
                 if first is not None:
                     pool.submit(self._prepare, *first)
                 futures = [(node, pool.submit(self._take_and_prepare, node, client, labels))
@@ -467,7 +468,7 @@ class DeployLock:
 
         nodes = [n for n, _ in reversed(self.engines) if n in self._touched]
         if nodes:
-            with ThreadPoolExecutor(max_workers=min(len(nodes), _PARALLEL)) as pool:
+            with ThreadPoolExecutor(max_workers=min(len(nodes), self.parallel)) as pool:
                 outcomes = list(pool.map(give_back, nodes))
             for node, bad in zip(nodes, outcomes):
                 if bad is None:

@@ -65,12 +65,20 @@ class Fleet:
             return [c.attrs for c in client.containers.list(
                 filters={"label": f"io.dockship.service={self.service}"})]
 
+    def tags_on(self, node: dict) -> list[str]:
+        """The tag of every container of the service on the node, started or not."""
+        with self.engine(node) as client:
+            return sorted(c.labels.get("io.dockship.tag", "") for c in client.containers.list(
+                all=True, filters={"label": f"io.dockship.service={self.service}"}))
+
     def cleanup(self) -> None:
         """Remove this service's containers, lock and ledger from every node (earlier runs too)."""
         for node in self.nodes:
             with self.engine(node) as client:
                 for c in client.containers.list(all=True):
-                    if c.name.startswith(f"{self.service}-") or c.name.endswith(f"-lab-{self.service}"):
+                    state = (c.labels.get("io.dockship.lock.service"),
+                             c.labels.get("io.dockship.ledger.service"))
+                    if c.name.startswith(f"{self.service}-") or self.service in state:
                         try:
                             c.remove(force=True)
                         except docker.errors.APIError:

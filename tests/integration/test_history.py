@@ -97,6 +97,17 @@ def env(engine):
     _cleanup([engine], name)
 
 
+def ledger_by_hand(client, name: str, env: str, *records: HistoryRecord) -> str:
+    """A ledger container written directly, as another node, an older dockship or a
+    rotation cut short leaves one; its id."""
+    cid = stateimage.create_state_container(
+        client, name, "ledger", {"io.dockship.ledger.env": env, "io.dockship.ledger.service": "hello"})
+    for r in records:
+        stateimage.put_files(client, cid, {f"{history.HISTORY_DIR}/{r.file_name}":
+                                           json.dumps(r.to_json()).encode()})
+    return cid
+
+
 def ledgers(client, env, service="hello"):
     return client.api.containers(all=True, filters={"label": [
         f"io.dockship.ledger.env={env}", f"io.dockship.ledger.service={service}"]})
@@ -146,12 +157,8 @@ def test_read_unions_ledgers_across_nodes_by_deploy_id(engine, env):
     nodes = [("node1", engine)]
     history.record(nodes, rec(1, env=env))
     history.record(nodes, rec(2, env=env))
-    other = stateimage.create_state_container(
-        engine, f"dockship-ledger-{env}-hello-elsewhere", "ledger",
-        {"io.dockship.ledger.env": env, "io.dockship.ledger.service": "hello"})
-    for r in (rec(2, env=env), rec(3, env=env)):
-        stateimage.put_files(engine, other, {f"{history.HISTORY_DIR}/{r.file_name}":
-                                             json.dumps(r.to_json()).encode()})
+    other = ledger_by_hand(engine, f"dockship-ledger-{env}-hello-elsewhere", env,
+                           rec(2, env=env), rec(3, env=env))
     stateimage.put_files(engine, other, {f"{history.HISTORY_DIR}/junk.json": b"{not json"})
     got = history.read_all(nodes, env, "hello")
     assert [r.deploy_id for r in got.records] == ["deploy-0003", "deploy-0002", "deploy-0001"]
@@ -191,12 +198,7 @@ def test_ledger_is_pruned_to_the_newest_records_by_rotation(engine, env):
 @lab
 def test_a_ledger_without_a_count_in_its_name_is_folded_into_a_counted_one(engine, env):
     nodes = [("node1", engine)]
-    uncounted = stateimage.create_state_container(
-        engine, f"dockship-ledger-{env}-hello", "ledger",
-        {"io.dockship.ledger.env": env, "io.dockship.ledger.service": "hello"})
-    r1 = rec(1, env=env)
-    stateimage.put_files(engine, uncounted, {f"{history.HISTORY_DIR}/{r1.file_name}":
-                                             json.dumps(r1.to_json()).encode()})
+    ledger_by_hand(engine, f"dockship-ledger-{env}-hello", env, rec(1, env=env))   # no count
     history.record(nodes, rec(2, env=env))
     (only,) = ledgers(engine, env)
     assert only["Names"] == [f"/dockship-ledger-{env}-hello-n2"]
@@ -207,12 +209,8 @@ def test_a_ledger_without_a_count_in_its_name_is_folded_into_a_counted_one(engin
 def test_rotation_folds_leftover_ledgers_back_into_one(engine, env):
     nodes = [("node1", engine)]
     history.record(nodes, rec(1, env=env))
-    leftover = stateimage.create_state_container(  # as a rotation cut short leaves it
-        engine, f"dockship-ledger-{env}-hello-r0000dead", "ledger",
-        {"io.dockship.ledger.env": env, "io.dockship.ledger.service": "hello"})
-    r0 = rec(0, env=env)
-    stateimage.put_files(engine, leftover, {f"{history.HISTORY_DIR}/{r0.file_name}":
-                                            json.dumps(r0.to_json()).encode()})
+    ledger_by_hand(engine, f"dockship-ledger-{env}-hello-r0000dead", env,  # a cut-short rotation
+                   rec(0, env=env))
     history.record(nodes, rec(2, env=env))
     assert len(ledgers(engine, env)) == 1
     assert [r.deploy_id for r in history.read(nodes, env)] == [

@@ -379,3 +379,42 @@ def test_many_contenders_for_a_free_lock_exactly_one_wins(engine, names):
     assert len(winners) == 1, outcomes
     assert all(isinstance(o, LockHeld) for d, o in outcomes.items() if d not in winners), outcomes
     assert read_lock(engine, env, service).deploy_id == winners[0]
+
+
+def test_work_under_the_lock_runs_on_every_node_while_it_is_held_there(names, two_nodes):
+    # prepare: right after a node is taken; finish: just before it is given back (the roll
+    # readies and writes its history ledger this way). Both see the lock in place.
+    env, service = names
+    seen: dict[str, list[str]] = {"prepare": [], "finish": []}
+
+    def under_lock(phase: str):
+        def work(node: str, client) -> None:
+            assert read_lock(client, env, service).deploy_id == "with-work"
+            seen[phase].append(node)
+        return work
+
+    dl = lock(two_nodes, env, deploy="with-work")
+    dl.prepare, dl.finish = under_lock("prepare"), under_lock("finish")
+    with dl:
+        assert sorted(seen["prepare"]) == sorted(n for n, _ in two_nodes)
+        assert seen["finish"] == []
+    assert sorted(seen["finish"]) == sorted(n for n, _ in two_nodes)
+    assert dl.release_failed == [] and dl.finish_failed == []
+    assert all(read_lock(c, env, service) is None for _, c in two_nodes)
+
+
+def test_failing_work_under_the_lock_is_listed_and_the_lock_is_still_given_back(names, two_nodes):
+    env, service = names
+    (n1, c1), (n2, c2) = two_nodes
+
+    def finish(node: str, client) -> None:
+        if node == n2:
+            raise RuntimeError("disk full")
+
+    dl = lock(two_nodes, env, deploy="failing-work")
+    dl.prepare = lambda node, client: 1 / 0      # best effort: never costs the lock
+    dl.finish = finish
+    with dl:
+        assert dl.held
+    assert dl.finish_failed == [n2] and dl.release_failed == []
+    assert read_lock(c1, env, service) is None and read_lock(c2, env, service) is None

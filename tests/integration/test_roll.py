@@ -91,6 +91,8 @@ def test_a_sick_release_stops_at_the_canary_and_the_fleet_keeps_running(fleet, v
         assert any(log in line for line in canary["logs"])
     assert fleet.versions() == {"node1": "1.1.0", "node2": "1.1.0", "node3": "1.1.0"}
     assert all(len(fleet.running(n)) == 1 for n in fleet.nodes)
+    # Containers made ahead for node2 and node3 (never started) went with the canary's.
+    assert all(version not in fleet.tags_on(n) for n in fleet.nodes)
 
 
 def test_a_failure_on_a_later_node_puts_the_updated_nodes_back(fleet, tmp_path):

@@ -265,6 +265,34 @@ def test_sigint_mid_roll_exits_1_puts_every_node_back_and_releases_the_lock(flee
     assert running_tags(fleet) == {n["name"]: ["1.1.0"] for n in fleet.nodes}
     assert fleet.versions() == before
     assert set(locks(fleet).values()) == {None}
+    # node3's container, made ahead of its turn, went too: it never ran, so nothing is kept
+    assert "1.2.0" not in fleet.tags_on(fleet.nodes[2])
+    assert not [c for cs in snapshot(fleet).values() for c in cs if c[1] == "created"]
+
+
+def test_a_roll_killed_outright_leaves_every_node_running_and_the_next_roll_clears_its_leftovers(fleet):
+    ensure_on(fleet, "1.0.0")
+    cmd = [sys.executable, "-m", "dockship", "--config", str(fleet.config), "roll",
+           "--env", ENV, "--service", SERVICE, "--tag", "1.2.0"]   # 1.2.0 takes 4 s to answer
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node3 = fleet.nodes[2]
+    try:
+        # killed once node3's container is made (ahead of its turn) and the canary is mid-swap
+        wait_for(lambda: "1.2.0" in fleet.tags_on(node3), timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert all(len(fleet.running(n)) == 1 for n in fleet.nodes)   # a container runs everywhere
+    assert locks(fleet)["node1"] is not None    # SIGKILL leaves the lock (it expires); an
+    for node in fleet.nodes:                    # operator who knows the roll is dead removes it
+        with fleet.engine(node) as client:
+            client.api.remove_container(lockmod.lock_name(ENV, SERVICE), force=True)
+
+    report = roll_json(fleet, "--tag", "1.1.0")
+    assert report["result"] == "succeeded", report
+    assert set(fleet.versions().values()) == {"1.1.0"}
+    for node in fleet.nodes[1:]:   # the never-started 1.2.0 containers are gone
+        assert "1.2.0" not in fleet.tags_on(node), node["name"]
 
 
 # -- 4. Chef discovery -----------------------------------------------------------------------

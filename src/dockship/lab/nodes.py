@@ -20,6 +20,7 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -95,6 +96,7 @@ class _NodeFiles:
     # writes its own record right after the fork: two files, or they race.
     engine_pid: Path
     sshd_pid: Path      # sshd -D does not fork: it writes the pid start_daemon records
+    home: Path          # root's home as the node's sshd sees it
 
 
 def _files(paths: LabPaths, name: str) -> _NodeFiles:
@@ -106,7 +108,7 @@ def _files(paths: LabPaths, name: str) -> _NodeFiles:
         sshd_config=state / "sshd" / "sshd_config", sshd_log=state / "sshd.log",
         run=runtime, exec_root=runtime / "exec", socket=runtime / "docker.sock",
         uts=runtime / "uts", dockerd_pid=runtime / "dockerd.pid",
-        engine_pid=runtime / "dockerd.own.pid", sshd_pid=runtime / "sshd.pid")
+        engine_pid=runtime / "dockerd.own.pid", sshd_pid=runtime / "sshd.pid", home=state / "home")
 
 
 # -- public API -----------------------------------------------------------------
@@ -649,7 +651,14 @@ def _ensure_sshd_started(paths: LabPaths, n: LabNode, *, restart: bool) -> None:
     check = run([SSHD, "-t", "-f", str(files.sshd_config)], check=False)
     if check.returncode != 0:
         raise LabError(f"sshd rejects {files.sshd_config}: {check.stderr.strip()}")
-    start_daemon([*_nsenter(paths, n), SSHD, "-D", "-e", "-f", str(files.sshd_config)],
+    # Root gets a home of its own on the node, as on a machine of its own: sshd runs every
+    # command (each engine connection's dial-stdio) through root's login shell, and Debian's
+    # bash then reads ~/.bashrc; the host's may be slow (here `pyenv init`: 0.1 s each).
+    files.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    own_home = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount --bind "$0" "$1" && shift && exec "$@"', str(files.home),
+                pwd.getpwnam("root").pw_dir]
+    start_daemon([*_nsenter(paths, n), *own_home, SSHD, "-D", "-e", "-f", str(files.sshd_config)],
                  pidfile=files.sshd_pid, logfile=files.sshd_log, env=DAEMON_ENV, cwd=Path("/"))
 
 
