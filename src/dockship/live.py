@@ -39,13 +39,17 @@ class LiveTable:
     def planned(self, plan: RollPlan) -> None:
         with self._lock:
             self._plan = plan
-            self._rows = {}
+            early, self._rows = self._rows, {}   # pulls may report before the plan is shown
             for batch in plan.batches:
                 for s in batch.steps:
-                    self._rows[s.node.name] = {"zone": s.node.zone or "", "batch": batch.label,
-                                               "from": s.from_tag or "—", "to": s.to_tag,
-                                               "phase": "waiting" if s.action.value == "deploy" else s.action.value,
-                                               "detail": "", "t0": None, "t": None}
+                    row = {"zone": s.node.zone or "", "batch": batch.label,
+                           "from": s.from_tag or "—", "to": s.to_tag,
+                           "phase": "waiting" if s.action.value == "deploy" else s.action.value,
+                           "detail": "", "t0": None, "t": None}
+                    seen = early.get(s.node.name)
+                    if seen:
+                        row.update(phase=seen["phase"], detail=seen["detail"], t0=seen["t0"])
+                    self._rows[s.node.name] = row
         kind = "rollback" if plan.rollback else "roll"
         self.console.print(f"[bold]{kind}[/] {plan.service} → {plan.target.tag} in {plan.env} "
                            f"[dim]({plan.target.digest[:19]}…, deploy {plan.deploy_id})[/]")
