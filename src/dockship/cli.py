@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,10 @@ from dockship import __version__
 from dockship.config import DEFAULT_PARALLEL
 from dockship.errors import DockshipError
 
-err = Console(stderr=True, highlight=False)
+# Human output goes to stderr. A log (not a terminal) gets a wide page: nothing wraps there,
+# and the status and history tables are read whole rather than squeezed into 80 columns.
+err = Console(stderr=True, highlight=False,
+              width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160)
 
 
 def _parser() -> argparse.ArgumentParser:
