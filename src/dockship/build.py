@@ -118,7 +118,8 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     values = TemplateValues(base_image=config.build.base_image, package=release.name,
                             version=version, index_url=config.index_url,
                             port=svc.port if svc else 8000,
-                            command=svc.command if svc else (), image=image)
+                            command=svc.command if svc else (), image=image,
+                            exact=bool(release.local_twins))
     dockerfile = render(text, values, source=source)
     client = client or build_engine()
     base_digest = _base_digest(client, config.build.base_image, pull=opts.pull, observer=observer)

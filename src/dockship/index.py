@@ -75,6 +75,9 @@ class Release:
     version: Version
     files: tuple[PackageFile, ...]
     sha256: str                   # release_digest(files): equal digests ⇔ the same files
+    # Local builds of this very version on the index (1.0+abc beside 1.0): `==1.0`
+    # would match them too, so the build pins the version exactly (===).
+    local_twins: tuple[str, ...] = ()
 
 
 def release_digest(files: Iterable[PackageFile]) -> str:
@@ -422,8 +425,10 @@ class IndexClient:
                 raise UsageError(f"{name} {target} is yanked on index {shown}; build another version")
             raise UsageError(f"{name} {target} not found on index {shown}; {self._available(live)}")
         chosen = sorted((self._with_sha256(f) for f in chosen), key=lambda f: f.filename)
+        twins = () if target.local else tuple(sorted(
+            {str(f.version) for f in live if f.version.local and Version(f.version.public) == target}))
         return Release(name=canonical, version=chosen[0].version, files=tuple(chosen),
-                       sha256=release_digest(chosen))
+                       sha256=release_digest(chosen), local_twins=twins)
 
     # -- helpers -------------------------------------------------------------
 

@@ -30,8 +30,8 @@ __all__ = ["DEFAULT_TEMPLATE_SOURCE", "PLACEHOLDERS", "TemplateValues", "load_te
            "pip_index_args", "render"]
 
 #: Every placeholder a template may use.
-PLACEHOLDERS = ("base_image", "package", "version", "index_url", "pip_index_args", "port", "cmd_json",
-                "image", "user")
+PLACEHOLDERS = ("base_image", "package", "version", "requirement", "index_url", "pip_index_args",
+                "port", "cmd_json", "image", "user")
 DEFAULT_TEMPLATE_SOURCE = "dockship's default Dockerfile.template"
 
 # {{ name }}, or a quoted literal brace pair: {{ '{{' }} / {{ "}}" }}.
@@ -46,8 +46,10 @@ _NO_SPACE_RE = re.compile(r"\S+")
 class TemplateValues:
     """What a Dockerfile template is rendered with.
 
-    `version` is the exact version string to pin (``==``); `command` empty
-    means the package's console script named like the package.
+    `version` is the exact version string to pin; `requirement` pins it for pip
+    (``package==version``, or ``===`` with `exact`: PEP 440's ``==1.0`` also
+    matches a local build ``1.0+abc``, which pip would then prefer). `command`
+    empty means the package's console script named like the package.
     """
 
     base_image: str
@@ -58,6 +60,7 @@ class TemplateValues:
     command: tuple[str, ...]
     image: str
     user: str = "app"
+    exact: bool = False     # the index also holds a local build of this version
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", tuple(self.command))
@@ -94,6 +97,7 @@ class TemplateValues:
             "base_image": self.base_image,
             "package": self.package,
             "version": self.version,
+            "requirement": f"{self.package}{'===' if self.exact else '=='}{self.version}",
             "index_url": self.index_url,
             "pip_index_args": pip_index_args(self.index_url),
             "port": str(self.port),

@@ -210,3 +210,18 @@ def test_pushing_to_an_authenticated_registry_needs_credentials_and_never_shows_
     from dockship.credentials import Credentials
     registry = RegistryClient(auth["url"], credentials=Credentials(auth["user"], password))
     assert registry.manifest_digest(image_of(package), "1.0.0") == out["digest"]
+
+
+def test_a_local_build_of_the_version_on_the_index_is_not_what_gets_installed(lab, run_id, tmp_path):
+    # PEP 440: `==1.0.0` also matches 1.0.0+hotfix.1, and pip prefers it (it sorts higher);
+    # the build must install the very version it recorded.
+    from publish import publish
+
+    name = f"hello-l{run_id}"
+    for version in ("1.0.0", "1.0.0+hotfix.1"):
+        publish(version, index_url=lab["index_url"], upload_url=lab["index_upload_url"], name=name)
+    config = write_config(tmp_path / "dockship.toml", lab, name)
+    out = json_out(dockship("--config", str(config), "build", name, "1.0.0", "--json"))
+    assert out["tag"] == "1.0.0"
+    labels = RegistryClient(lab["registry"]).image_labels(image_of(name), "1.0.0")
+    assert f"{name}==1.0.0" in labels["io.dockship.pip-freeze"].splitlines()

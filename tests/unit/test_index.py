@@ -432,6 +432,9 @@ def test_legacy_dotted_and_local_versions(serve, site, root):
     assert client.resolve("local-svc").version == Version("1.0.0+build.7")
     exact = client.resolve("local-svc", "1.0.0")
     assert [f.filename for f in exact.files] == ["local_svc-1.0.0-py3-none-any.whl"]
+    assert exact.local_twins == ("1.0.0+build.7",)      # so the build pins 1.0.0 with ===
+    assert client.resolve("local-svc").local_twins == ()  # a local version pins itself
+    assert client.resolve("hello-svc", "1.0").local_twins == ()
 
 
 @pytest.mark.parametrize(("site", "root"), FULL_SITES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -41,10 +42,18 @@ def test_every_known_placeholder_renders():
     lines = dict(line.split("=", 1) for line in render(text, VALUES, source="t").splitlines())
     assert lines == {
         "base_image": "python:3.12-slim", "package": "hello-svc", "version": "1.10.0",
-        "index_url": "http://127.0.0.1:8081/simple/",
+        "requirement": "hello-svc==1.10.0", "index_url": "http://127.0.0.1:8081/simple/",
         "pip_index_args": "--index-url http://127.0.0.1:8081/simple/",
         "port": "8000", "cmd_json": '["hello-svc"]', "image": "hello", "user": "app",
     }
+
+
+def test_the_requirement_pins_exactly_when_the_index_holds_a_local_build_of_the_version():
+    # PEP 440: ==1.10.0 also matches 1.10.0+abc, and pip would take that (it sorts higher)
+    exact = dataclasses.replace(VALUES, exact=True)
+    assert exact.as_mapping()["requirement"] == "hello-svc===1.10.0"
+    assert render("RUN pip install {{ requirement }}\n", exact, source="t") == \
+        "RUN pip install hello-svc===1.10.0\n"
 
 
 def test_text_without_placeholders_is_unchanged_including_line_ends():
