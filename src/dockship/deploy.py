@@ -212,7 +212,7 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     started = datetime.now(timezone.utc)
     # The ledgers are made ready on the lock's pass over the nodes and written on its
     # pass back: the history record costs no round of its own.
-    ledger = history.Ledger(engines, env.name, service.name)
+    ledger = history.Ledger(env.name, service.name)
     lock = DeployLock(engines, env=env.name, service=service.name, tag=plan.target.tag,
                       deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait,
                       parallel=opts.parallel)

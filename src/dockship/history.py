@@ -243,31 +243,25 @@ class _Target:
 
 
 class Ledger:
-    """The env/service ledgers on a set of engines, made ready to take one record each.
+    """The env/service ledger of each node, made ready to take one record.
 
     `prepare_node()` finds or creates a node's ledger and rotates a full one;
     `append()` writes the record and counts it. A roll prepares on the pass
     that takes the deploy lock and appends on the pass that gives it back.
     """
 
-    def __init__(self, engines: Engines, env: str, service: str, *, keep: int = DEFAULT_KEEP):
+    def __init__(self, env: str, service: str, *, keep: int = DEFAULT_KEEP):
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        self.engines = tuple(engines)
         self.env, self.service, self.keep = env, service, keep
         self._ready: dict[str, _Target] = {}
-
-    def prepare(self) -> list[str]:
-        """Make every node's ledger writable; return nodes where that failed (best effort)."""
-        outcomes = _each(self.engines, self.prepare_node)
-        return [node for node, outcome in outcomes if isinstance(outcome, BaseException)]
 
     def prepare_node(self, node: str, client: docker.DockerClient) -> None:
         """Make one node's ledger writable (under the deploy lock of that node)."""
         self._ready[node] = self._prepare_one(client)
 
     def append(self, node: str, client: docker.DockerClient, rec: HistoryRecord) -> None:
-        """Write `rec` into this node's ledger (preparing it now if prepare() did not)."""
+        """Write `rec` into this node's ledger (preparing it now if prepare_node() did not)."""
         if (rec.env, rec.service) != (self.env, self.service):
             raise ValueError(f"a record of {rec.env}/{rec.service} in the ledger of "
                              f"{self.env}/{self.service}")
@@ -323,7 +317,7 @@ def record(engines: Engines, rec: HistoryRecord, *, keep: int = DEFAULT_KEEP) ->
     Best effort: a node that fails is skipped (its engine error is not raised).
     Writing the same deploy id again overwrites its file (idempotent).
     """
-    ledger = Ledger(engines, rec.env, rec.service, keep=keep)
+    ledger = Ledger(rec.env, rec.service, keep=keep)
     outcomes = _each(engines, lambda node, client: ledger.append(node, client, rec))
     return [node for node, outcome in outcomes if isinstance(outcome, BaseException)]
 

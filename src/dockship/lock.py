@@ -43,14 +43,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import docker
 import docker.errors
 
-from dockship import stateimage
+from dockship import parallel, stateimage
 from dockship.config import DEFAULT_PARALLEL
 from dockship.errors import DockshipError, LockHeld
 
@@ -336,21 +335,22 @@ class DeployLock:
             # The first node in name order decides between contenders (they all try it first);
             # whoever holds it takes the other nodes at once, in parallel, still all or nothing.
             todo = [(node, client) for node, client in self.engines if node not in self._held]
-            first = None
             if todo and todo[0][0] == self.engines[0][0]:
-                first = todo.pop(0)
-                self._held[first[0]] = self._take(*first, labels)
-            errors: list[BaseException] = []
-            with ThreadPoolExecutor(max_workers=min(len(todo) + 1, self.parallel)) as pool:
-                if first is not None:
-                    pool.submit(self._prepare, *first)
-                futures = [(node, pool.submit(self._take_and_prepare, node, client, labels))
-                           for node, client in todo]
-                for node, fut in futures:
-                    try:
-                        self._held[node] = fut.result()
-                    except BaseException as exc:  # noqa: BLE001 - re-raised below, first in node order
-                        errors.append(exc)
+                node, client = todo[0]
+                self._held[node] = self._take(node, client, labels)
+
+            def take_and_prepare(entry: tuple[str, docker.DockerClient]) -> str | None:
+                node, client = entry     # the first node is taken already: prepare it only
+                cid = None if node in self._held else self._take(node, client, labels)
+                self._prepare(node, client)
+                return cid
+
+            errors = []
+            for (node, _), cid, exc in parallel.each(todo, take_and_prepare, limit=self.parallel):
+                if exc is not None:
+                    errors.append(exc)    # re-raised below, first in node order
+                elif cid is not None:
+                    self._held[node] = cid
             if errors:
                 raise errors[0]
         except BaseException:
@@ -359,11 +359,6 @@ class DeployLock:
             raise
         self.info = info
         self._last_refresh = time.monotonic()
-
-    def _take_and_prepare(self, node: str, client: docker.DockerClient, labels: dict[str, str]) -> str:
-        cid = self._take(node, client, labels)
-        self._prepare(node, client)
-        return cid
 
     def _prepare(self, node: str, client: docker.DockerClient) -> None:
         if self.prepare is not None:
@@ -467,15 +462,12 @@ class DeployLock:
                 return node
 
         nodes = [n for n, _ in reversed(self.engines) if n in self._touched]
-        if nodes:
-            with ThreadPoolExecutor(max_workers=min(len(nodes), self.parallel)) as pool:
-                outcomes = list(pool.map(give_back, nodes))
-            for node, bad in zip(nodes, outcomes):
-                if bad is None:
-                    self._held.pop(node, None)
-                    self._touched.discard(node)
-                else:
-                    failed.append(node)
+        for node, bad, _ in parallel.each(nodes, give_back, limit=self.parallel):
+            if bad is None:
+                self._held.pop(node, None)
+                self._touched.discard(node)
+            else:
+                failed.append(node)
         if not self._held:
             self.info = None
         return failed
