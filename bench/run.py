@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
@@ -516,6 +516,16 @@ class Bench:
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
 
+    def rounds(self, what: str, need: float, *who: str) -> Iterator[tuple[int, tuple[str, ...]]]:
+        """The runs of one figure while the budget lasts: (run index, who goes in which order).
+
+        The order flips every run, so no side always runs on the machine the other warmed.
+        """
+        for i in range(self.runs):
+            if not self.enough_time(need, what):
+                return
+            yield i, (who if i % 2 == 0 else tuple(reversed(who)))
+
     def enough_time(self, need: float, what: str) -> bool:
         if self.time_left() >= need:
             return True
@@ -631,10 +641,7 @@ class Bench:
         self.plain(a, pull=True)
         rolls, rollbacks, plains, plain_backs, walks, outside, rb_outside = [], [], [], [], [], [], []
         per_node_ds, per_node_plain = [], []
-        for i in range(self.runs):
-            if not self.enough_time(60, "fig 1/3"):
-                break
-            order = ("dockship", "plain") if i % 2 == 0 else ("plain", "dockship")
+        for i, order in self.rounds("fig 1/3", 60, "dockship", "plain"):
             for who in order:
                 make_absent(nodes, self.ref(b))
                 if who == "dockship":
@@ -702,10 +709,7 @@ class Bench:
 
     def fig_4(self, ds_versions: list[str], raw_versions: list[str]) -> None:
         ds, raw = [], []
-        for i in range(self.runs):
-            if not self.enough_time(60, "fig 4"):
-                break
-            order = ("dockship", "raw") if i % 2 == 0 else ("raw", "dockship")
+        for i, order in self.rounds("fig 4", 60, "dockship", "raw"):
             for who in order:
                 if who == "dockship":
                     ds.append(self.build(ds_versions[i]))
@@ -754,9 +758,7 @@ class Bench:
         load.wait_all_ok(timeout=30)
         counts: dict[str, list[tuple[int, int]]] = {"roll": [], "rollback": []}
         try:
-            for i in range(self.runs):
-                if not self.enough_time(40, "fig 5"):
-                    break
+            for i, _ in self.rounds("fig 5", 40):
                 make_absent(nodes, self.ref(b))
                 for phase, args in (("roll", ("roll", "--tag", b)), ("rollback", ("rollback",))):
                     token = load.start()
@@ -838,9 +840,7 @@ class Bench:
         outside: dict[int, list[float]] = {k: [] for k in sizes}
         walk: dict[int, list[float]] = {k: [] for k in sizes}
         cpu: dict[int, list[float]] = {k: [] for k in sizes}
-        for i in range(self.runs):
-            if not self.enough_time(90, "fig 6"):
-                break
+        for i, _ in self.rounds("fig 6", 90):
             for k in sizes[i % 3:] + sizes[:i % 3]:
                 make_absent(self.bench_nodes[:k], self.ref(b))
                 t, out = dockship(measured[k], "roll", "--env", ENV_BENCH, "--service", SVC_SCALE, "--tag", b)
@@ -981,10 +981,7 @@ class Bench:
             }
             ds: dict[str, list[float]] = {k: [] for k in configs}
             sw, sw_own, rb = [], [], []
-            for i in range(self.runs):
-                if not self.enough_time(40 + 15 * window, f"fig 2 ({window} s)"):
-                    break
-                order = ("overlap", "hold", "swarm") if i % 2 == 0 else ("swarm", "hold", "overlap")
+            for i, order in self.rounds(f"fig 2 ({window} s)", 40 + 15 * window, "overlap", "hold", "swarm"):
                 for who in order:
                     make_absent(nodes, self.ref(b))
                     if who in configs:

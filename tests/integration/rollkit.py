@@ -136,6 +136,14 @@ ssh = {{ user = "root", key = {json.dumps(lab["ssh"]["key"])}, known_hosts = {js
         return target
 
 
+def refusing_hook(path: Path, node: str) -> Path:
+    """A hook script that fails (exit 7, "NODE refuses" on stderr) for `node` only."""
+    path.write_text(f'#!/bin/sh\n[ "$DOCKSHIP_NODE" = {node} ] && {{ echo "{node} refuses" >&2; exit 7; }}\n'
+                    "exit 0\n")
+    path.chmod(0o755)
+    return path
+
+
 def _toml_table(values: dict) -> str:
     return "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
 

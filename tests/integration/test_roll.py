@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import dockship, json_out
-from rollkit import make_fleet
+from rollkit import make_fleet, refusing_hook
 
 pytestmark = pytest.mark.lab
 
@@ -96,9 +96,7 @@ def test_a_sick_release_stops_at_the_canary_and_the_fleet_keeps_running(fleet, v
 
 
 def test_a_failure_on_a_later_node_puts_the_updated_nodes_back(fleet, tmp_path):
-    hook = tmp_path / "fail-on-node3"
-    hook.write_text('#!/bin/sh\n[ "$DOCKSHIP_NODE" = node3 ] && { echo "node3 refuses" >&2; exit 7; }\nexit 0\n')
-    hook.chmod(0o755)
+    hook = refusing_hook(tmp_path / "fail-on-node3", "node3")
     config = fleet.write_config(tmp_path / "dockship.toml", hooks={"pre_node": [str(hook)]})
     proc = dockship("--config", str(config), "roll", "--env", "lab", "--service", fleet.service,
                     "--tag", "1.0.0", "--json")

@@ -28,6 +28,14 @@ def roll(fleet, config, *args):
                     *args, "--json")
 
 
+def failed_bake(fleet, tmp_path, tag: str) -> dict:
+    """Roll `tag` with a canary bake that is expected to fail it: the JSON report."""
+    config = fleet.write_config(tmp_path / "dockship.toml", rollout=BAKE)
+    proc = roll(fleet, config, "--tag", tag)
+    assert proc.returncode == 1, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def test_canary_only_rolls_the_canary_and_status_shows_the_split(fleet):
     json_out(fleet.roll("--tag", "1.0.0", "--json"))
     report = json_out(fleet.roll("--tag", "1.1.0", "--canary-only", "--json"))
@@ -57,10 +65,7 @@ def test_a_canary_that_bakes_well_is_promoted_with_its_figures_in_the_report(fle
 
 
 def test_a_canary_with_more_errors_than_the_baseline_is_rolled_back_with_the_figures(fleet, tmp_path):
-    config = fleet.write_config(tmp_path / "dockship.toml", rollout=BAKE)
-    proc = roll(fleet, config, "--tag", "1.2.0")
-    assert proc.returncode == 1, proc.stderr
-    report = json.loads(proc.stdout)
+    report = failed_bake(fleet, tmp_path, "1.2.0")
     assert report["result"] == "rolled_back" and report["failed_node"] == "node1"
     assert report["bake"]["passed"] is False
     assert report["bake"]["canary"]["error_rate"] > 0.2
@@ -71,10 +76,7 @@ def test_a_canary_with_more_errors_than_the_baseline_is_rolled_back_with_the_fig
 
 
 def test_a_slower_canary_fails_the_latency_comparison(fleet, tmp_path):
-    config = fleet.write_config(tmp_path / "dockship.toml", rollout=BAKE)
-    proc = roll(fleet, config, "--tag", "1.3.0")
-    assert proc.returncode == 1, proc.stderr
-    report = json.loads(proc.stdout)
+    report = failed_bake(fleet, tmp_path, "1.3.0")
     assert report["bake"]["passed"] is False and "p95 latency" in report["bake"]["reason"]
     assert report["bake"]["canary"]["p95_ms"] >= 150
     assert set(fleet.versions().values()) == {"1.0.0"}

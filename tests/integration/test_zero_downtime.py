@@ -24,7 +24,7 @@ from conftest import dockship, json_out
 from dockship.haproxy import RuntimeAPI
 from dockship.lab import balancer as lab_balancer
 from dockship.lab.paths import LabPaths
-from rollkit import make_fleet, wait_for
+from rollkit import make_fleet, refusing_hook, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -168,10 +168,7 @@ def test_a_rollback_under_load_drops_no_request(fleet, lb, balanced):
 
 
 def test_an_automatic_rollback_under_load_drops_no_request(fleet, lb, tmp_path):
-    hook = tmp_path / "fail-on-node3"
-    hook.write_text('#!/bin/sh\n[ "$DOCKSHIP_NODE" = node3 ] && { echo "node3 refuses" >&2; exit 7; }\n'
-                    "exit 0\n")
-    hook.chmod(0o755)
+    hook = refusing_hook(tmp_path / "fail-on-node3", "node3")
     config = fleet.write_config(tmp_path / "dockship.toml", hooks={"pre_node": [str(hook)]},
                                 extra_env=balancer_table(lb))
     with Load(lb.frontend_url + "/") as load:
