@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from dockship import __version__
-from dockship.config import DEFAULT_PARALLEL
+from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
 from dockship.errors import DockshipError
 
 # Human output goes to stderr. A log (not a terminal) gets a wide page: nothing wraps there,
@@ -123,6 +123,12 @@ def _deploy_flags(p: argparse.ArgumentParser) -> None:
                    help="wait this long for another deployment's lock (default: fail at once, exit 3)")
     p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
                    help=f"engine connections and pulls opened at once (default {DEFAULT_PARALLEL})")
+    p.add_argument("--lock-ttl", type=float, default=DEFAULT_LOCK_TTL, metavar="SECONDS",
+                   help="how long the deploy lock outlives its last renewal if dockship dies "
+                        f"(default {DEFAULT_LOCK_TTL:g}; renewed every third of it while rolling)")
+    p.add_argument("--message", default=os.environ.get("DOCKSHIP_LOCK_MESSAGE", ""),
+                   help="stored with the deploy lock and shown to anyone it blocks, e.g. a CI "
+                        "job URL (default $DOCKSHIP_LOCK_MESSAGE)")
 
 
 def _roll(args: argparse.Namespace) -> int:
@@ -130,18 +136,21 @@ def _roll(args: argparse.Namespace) -> int:
     import threading
 
     from dockship.deploy import RollOptions, roll
+    from dockship.halt import Halt
     from dockship.live import LiveTable
 
     config = _config(args)
-    if args.lock_wait < 0 or args.parallel < 1:
-        raise _usage("--lock-wait must be >= 0 and --parallel >= 1")
-    cancel = threading.Event()
+    if not (0 <= args.lock_wait < float("inf")) or args.parallel < 1:
+        raise _usage("--lock-wait must be a number of seconds >= 0 and --parallel >= 1")
+    if not (0 < args.lock_ttl < float("inf")):
+        raise _usage("--lock-ttl must be a positive number of seconds")
+    halt = Halt()
     table = LiveTable(err)
 
     def on_signal(signum: int, frame: object) -> None:
-        if not cancel.is_set():
-            cancel.set()
-            err.print(f"[yellow]![/] {signal.Signals(signum).name}: finishing or undoing the node "
+        name = signal.Signals(signum).name
+        if halt.trip(f"interrupted by {name}"):
+            err.print(f"[yellow]![/] {name}: finishing or undoing the node "
                       "in flight, then stopping (rolling back what changed)")
         else:
             err.print("[yellow]![/] already stopping; no node is left without a container")
@@ -151,8 +160,9 @@ def _roll(args: argparse.Namespace) -> int:
         outcomes = roll(config, args.env, service=args.service,
                         opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
                                          canary_only=args.canary_only, zone=args.zone,
-                                         lock_wait=args.lock_wait, parallel=args.parallel),
-                        observer=table, cancel=cancel, rollback=args.rollback)
+                                         lock_wait=args.lock_wait, lock_ttl=args.lock_ttl,
+                                         message=args.message, parallel=args.parallel),
+                        observer=table, halt=halt, rollback=args.rollback)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -167,7 +177,9 @@ def _roll(args: argparse.Namespace) -> int:
     if args.json:
         data = [r.to_json() for r in reports]
         _emit_json(data[0] if len(data) == 1 else {"services": data})
-    if cancel.is_set():
+    if any(r.broken for r in reports):
+        return 4     # a node could not be put back: the report names it
+    if halt.is_set():
         return 1
     return 0 if all(r.ok for r in reports) else 1
 
@@ -181,6 +193,8 @@ def _print_plan(plan) -> None:
         for s in batch.steps:
             err.print(f"    {s.node.name:12} zone {s.node.zone or '-':4} {s.from_tag or '—'} → "
                       f"{s.to_tag}  ({s.action.value})", markup=False)
+    for note in plan.notes:
+        err.print(f"  {note}", markup=False)
 
 
 def _status(args: argparse.Namespace) -> int:

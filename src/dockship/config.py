@@ -25,6 +25,7 @@ from dockship.errors import ConfigError, UsageError
 DEFAULT_CONFIG = "dockship.toml"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_PARALLEL = 16                   # node engines talked to at once: one round for most fleets
+DEFAULT_LOCK_TTL = 1800.0     # seconds a deploy lock outlives its last renewal (design §9)
 HOOK_NAMES = ("pre_build", "post_build", "pre_roll", "pre_node", "post_node",
               "post_roll", "on_failure")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")

@@ -19,10 +19,8 @@ import docker.errors
 
 from dockship.config import Service
 
-L = "io.dockship"
-SERVICE, ENV, TAG, DIGEST = f"{L}.service", f"{L}.env", f"{L}.tag", f"{L}.digest"
-DEPLOY_ID, PREV_TAG, PREV_DIGEST, DEPLOYED_AT = (f"{L}.deploy-id", f"{L}.previous-tag",
-                                                 f"{L}.previous-digest", f"{L}.deployed-at")
+from dockship.labels import (DEPLOY_ID, DEPLOYED_AT, DIGEST, ENV, PREVIOUS_DIGEST as PREV_DIGEST,
+                             PREVIOUS_TAG as PREV_TAG, SERVICE, TAG)
 
 
 @dataclass(frozen=True)
@@ -141,12 +139,13 @@ def container_name(service: str, tag: str, deploy_id: str) -> str:
 
 
 def create(client: docker.DockerClient, service: Service, *, env: str, ref: str, tag: str,
-           digest: str, deploy_id: str, previous: ServiceContainer | None) -> ServiceContainer:
+           digest: str, deploy_id: str, previous_tag: str | None,
+           previous_digest: str | None) -> ServiceContainer:
     """Create (not start) the container of `service` at `ref`, labelled with its lineage."""
     labels = {
         SERVICE: service.name, ENV: env, TAG: tag, DIGEST: digest, DEPLOY_ID: deploy_id,
-        PREV_TAG: previous.tag if previous and previous.tag else "",
-        PREV_DIGEST: previous.digest if previous and previous.digest else "",
+        PREV_TAG: previous_tag or "",
+        PREV_DIGEST: previous_digest or "",
         DEPLOYED_AT: datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     }
     host_config = client.api.create_host_config(

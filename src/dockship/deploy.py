@@ -1,4 +1,4 @@
-"""`roll` and `rollback` as library calls: resolve, plan, lock, execute, record.
+"""`roll` and `rollback` as library calls: resolve, read, plan, lock, execute, record.
 
 Everything that can be wrong with the input (environment, service, tag,
 nodes, what each node runs) is found while planning, before the lock is
@@ -8,27 +8,26 @@ taken and before any node is touched; `--dry-run` stops after planning.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import uuid
-from collections import Counter
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-
-import docker.errors
+from dataclasses import dataclass
 
 from dockship import history
 from dockship.config import DEFAULT_PARALLEL, Config, Environment, Service
-from dockship.container import ServiceContainer, current_of
-from dockship.credentials import registry_credentials
+from dockship.credentials import Credentials, registry_credentials
 from dockship.engines import Fleet
 from dockship.errors import UsageError
+from dockship.halt import Halt
 from dockship.inventory import nodes_for
-from dockship.lock import DeployLock
-from dockship.plan import Batch, NodeStep, RollPlan, StepAction, Target, make_batches
+from dockship.lock import DEFAULT_TTL, DeployLock, LeaseKeeper, docker_stores
+from dockship.nodeops import DockerNode
+from dockship.nodestate import NodeState
+from dockship.observer import QuietObserver, RollObserver
+from dockship.plan import RollPlan, Target, plan_rollback, plan_roll
 from dockship.registry import RegistryClient
-from dockship.report import RollReport
-from dockship.rollout import Deployment, QuietObserver, RollObserver
+from dockship.report import Result, RollReport
+from dockship.rollout import Deployment
 from dockship.tags import newest_tag, parse_version, tag_for
+from dockship.times import human_duration, utc_now
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,8 @@ class RollOptions:
     canary_only: bool = False       # roll the canary batch only; promote later with a normal roll
     zone: str | None = None         # roll the nodes of this zone only
     lock_wait: float = 0.0
-    lock_ttl: float = 1800.0
+    lock_ttl: float = DEFAULT_TTL
+    message: str = ""               # stored with the deploy lock: who and why (a CI job URL)
     parallel: int = DEFAULT_PARALLEL
 
 
@@ -80,72 +80,21 @@ def resolve_target(config: Config, service: Service, tag: str | None,
     return Target(service=service.name, tag=tag, digest=digest, repository=repository)
 
 
-def _node_states(fleet: Fleet, service: Service) -> dict[str, ServiceContainer | None]:
-    return fleet.gather(lambda e: current_of(e.client, service.name))
+def read_nodes(fleet: Fleet, service: Service, repository: str, *,
+               rollback: bool = False) -> list[NodeState]:
+    """One parallel pass: what every node runs (and, for a rollback, whether the image of
+    its previous version is still there). Planning is then a pure function of this."""
+    def read(engine) -> NodeState:
+        node = DockerNode(engine, service)
+        running = node.current()
+        images: frozenset[str] = frozenset()
+        prev = running.previous_digest if running else None
+        if rollback and prev and node.has_image(f"{repository}@{prev}"):
+            images = frozenset({prev})
+        return NodeState(engine.node, running, images)
 
-
-def plan_roll(env: Environment, service: Service, fleet: Fleet, target: Target, *,
-              canary_only: bool = False, zone: str | None = None) -> RollPlan:
-    """Which nodes change, in which batches: reads the nodes, changes nothing."""
-    if zone is not None:
-        zones = sorted({e.node.zone for e in fleet if e.node.zone})
-        if zone not in zones:
-            raise UsageError(f"no node of '{service.name}' in environment '{env.name}' is in zone "
-                             f"'{zone}'; zones: {', '.join(zones) or 'none (set zone on the nodes)'}")
-    if canary_only and env.rollout.canary < 1:
-        raise UsageError(f"--canary-only needs a canary: set environments.{env.name}.rollout.canary "
-                         "to 1 or more")
-    states = _node_states(fleet, service)
-    steps = []
-    for engine in fleet:
-        cur = states[engine.name]
-        same = cur is not None and cur.digest == target.digest and cur.status == "running"
-        action = StepAction.UNCHANGED if same else StepAction.DEPLOY
-        if action is StepAction.DEPLOY and zone is not None and engine.node.zone != zone:
-            action = StepAction.HELD
-        steps.append(NodeStep(engine.node, action, cur.tag if cur else None,
-                              cur.digest if cur else None, target.tag, target.digest))
-    rollout = env.rollout
-    batches = make_batches(steps, rollout.canary, rollout.batch, by_zone=rollout.by_zone,
-                           zones=rollout.zones)
-    if canary_only:
-        batches = _canary_only(batches)
-    return RollPlan(env.name, service.name, target, batches, new_deploy_id())
-
-
-def _canary_only(batches: tuple[Batch, ...]) -> tuple[Batch, ...]:
-    """Keep the canary batch; every other node that would change is held on its version."""
-    canary = [b for b in batches if b.canary]
-    held = tuple(replace(s, action=StepAction.HELD) if s.action is StepAction.DEPLOY else s
-                 for b in batches if not b.canary for s in b.steps)
-    return tuple(canary) + ((Batch(1, False, held),) if held else ())
-
-
-def plan_rollback(config: Config, env: Environment, service: Service, fleet: Fleet) -> RollPlan:
-    """Every node back to the tag it ran before, from what the node itself records."""
-    states = _node_states(fleet, service)
-    repository = f"{config.registry}/{service.image}"
-    steps = []
-    for engine in fleet:
-        cur = states[engine.name]
-        if cur is None:
-            raise UsageError(f"node {engine.name} runs no container of '{service.name}'; "
-                             "nothing to roll back there (use --tag to roll a version)")
-        if not cur.previous_digest:
-            raise UsageError(f"node {engine.name} has no earlier version of '{service.name}' "
-                             f"recorded (it runs its first deploy, {cur.tag}); use --tag TAG")
-        try:
-            engine.client.images.get(f"{repository}@{cur.previous_digest}")
-        except docker.errors.ImageNotFound:
-            raise UsageError(f"node {engine.name} no longer holds the image of "
-                             f"{cur.previous_tag}; roll it back with --tag {cur.previous_tag} "
-                             "(that pulls it)") from None
-        steps.append(NodeStep(engine.node, StepAction.DEPLOY, cur.tag, cur.digest,
-                              cur.previous_tag or "?", cur.previous_digest, pull=False))
-    common = Counter((s.to_tag, s.to_digest) for s in steps).most_common(1)[0][0]
-    target = Target(service.name, common[0], common[1], repository)
-    batches = make_batches(steps, 0, env.rollout.batch)
-    return RollPlan(env.name, service.name, target, batches, new_deploy_id(), rollback=True)
+    states = fleet.gather(read)
+    return [states[e.name] for e in fleet]
 
 
 def new_deploy_id() -> str:
@@ -163,7 +112,7 @@ class Outcome:
 
 def roll(config: Config, env_name: str, *, service: str | None = None,
          opts: RollOptions = RollOptions(), observer: RollObserver | None = None,
-         cancel: threading.Event | None = None, rollback: bool = False) -> list[Outcome]:
+         halt: Halt | None = None, rollback: bool = False) -> list[Outcome]:
     """Roll each service of the environment in turn; stop at the first that fails.
 
     `rollback=True` without a tag sends every node back to the tag it ran
@@ -175,6 +124,7 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
         raise UsageError("--tag needs --service when the environment runs several services")
     creds = registry_credentials(config.registry)
     observer = observer or QuietObserver()
+    halt = halt or Halt()
     outcomes: list[Outcome] = []
     with RegistryClient(config.registry, credentials=creds) as registry:
         planned = []
@@ -187,16 +137,18 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
     for svc, nodes, target in planned:
         with Fleet(nodes, env, parallel=opts.parallel) as fleet:
             fleet.connect()
+            repository = f"{config.registry}/{svc.image}"
+            states = read_nodes(fleet, svc, repository, rollback=target is None)
             if target is None:
-                plan = plan_rollback(config, env, svc, fleet)
+                plan = plan_rollback(env, svc, states, repository, deploy_id=new_deploy_id())
             else:
-                plan = plan_roll(env, svc, fleet, target, canary_only=opts.canary_only,
-                                 zone=opts.zone)
+                plan = plan_roll(env, svc, states, target, deploy_id=new_deploy_id(),
+                                 canary_only=opts.canary_only, zone=opts.zone)
             if opts.dry_run:
                 outcomes.append(Outcome(plan, None))
                 continue
             report = execute(plan, env=env, service=svc, fleet=fleet, opts=opts,
-                             observer=observer, cancel=cancel, credentials=creds,
+                             observer=observer, halt=halt, credentials=creds,
                              kind="rollback" if rollback else "roll")
             outcomes.append(Outcome(plan, report))
             if not report.ok:
@@ -205,56 +157,68 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
 
 
 def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
-            opts: RollOptions, observer: RollObserver, cancel: threading.Event | None,
-            credentials, kind: str) -> RollReport:
-    """Lock, walk the plan, record the outcome on the nodes, unlock."""
-    engines = [(e.name, e.client) for e in fleet]
-    started = datetime.now(timezone.utc)
-    # The ledgers are made ready on the lock's pass over the nodes and written on its
-    # pass back: the history record costs no round of its own.
-    ledger = history.Ledger(env.name, service.name)
-    lock = DeployLock(engines, env=env.name, service=service.name, tag=plan.target.tag,
+            opts: RollOptions, observer: RollObserver, halt: Halt,
+            credentials: Credentials | None, kind: str) -> RollReport:
+    """Lock, walk the plan under a renewed lease, record the outcome on the nodes, unlock.
+
+    History is written in a `finally`: every roll that took the lock is
+    recorded, whatever happened, with the reason it stopped.
+    """
+    nodes = {e.name: DockerNode(e, service, credentials=credentials) for e in fleet}
+    clients = {e.name: e.client for e in fleet}
+    deployment = Deployment(plan, service=service, env=env, nodes=nodes, observer=observer,
+                            halt=halt, kind=kind, parallel_limit=opts.parallel)
+    lock = DeployLock(docker_stores(list(clients.items()), env.name, service.name),
+                      env=env.name, service=service.name, tag=plan.target.tag,
                       deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait,
-                      parallel=opts.parallel)
-    deployment = Deployment(plan, service=service, env=env, fleet=fleet, credentials=credentials,
-                            observer=observer, cancel=cancel, kind=kind,
-                            heartbeat=lock.refresh_if_due)
-    first = lock.engines[0][0]
+                      message=opts.message, parallel_limit=opts.parallel)
+    ledger = history.Ledger(env.name, service.name)
 
-    def prepare(node: str, client) -> None:
-        if node == first:
-            # Contenders are decided on the first node: the deploy is ours, so the pulls
-            # start now and overlap taking the rest of the lock.
-            deployment.start_pulls()
-        ledger.prepare_node(node, client)
+    def taken(node: str) -> None:
+        # The deploy is ours from the first node on: preparing overlaps taking the rest.
+        deployment.start_preparing()
+        ledger.prepare_node(node, clients[node])
 
-    lock.prepare = prepare
+    lock.acquire(on_taken=taken)
+    report = None
     try:
-        with lock:
+        with LeaseKeeper(lock, on_lost=halt.trip):
             report = deployment.run()
-            rec = history.HistoryRecord(
-                deploy_id=plan.deploy_id, kind=kind, env=env.name, service=service.name,
-                user=lock.holder, started_at=started, finished_at=datetime.now(timezone.utc),
-                tag=plan.target.tag, digest=plan.target.digest, result=report.result.value,
-                reason=report.reason,
-                nodes=tuple(history.NodeRecord(n.name, n.zone, n.from_tag, n.to_tag, n.result.value,
-                                               n.seconds) for n in report.nodes))
-            late: list[str] = []
-
-            def finish(node: str, client) -> None:
-                problem = deployment.prune_node(node)
-                if problem:
-                    late.append(problem)
-                ledger.append(node, client, rec)
-
-            lock.finish = finish
     finally:
-        deployment.close()
-    if lock.finish_failed:
-        observer.note(f"history not recorded on: {', '.join(sorted(lock.finish_failed))}")
-    if lock.release_failed:
-        late.append(f"the deploy lock could not be released on {', '.join(lock.release_failed)}; "
-                    f"it expires in {opts.lock_ttl:.0f}s")
+        if report is None:   # run() never returns without a report; this is for a bug
+            report = deployment.report(Result.FAILED, "internal error: the roll stopped early")
+        report = _record_and_release(report, deployment, lock, ledger, clients, observer)
+    return report
+
+
+def _record_and_release(report: RollReport, deployment: Deployment, lock: DeployLock,
+                        ledger: history.Ledger, clients: dict, observer: RollObserver
+                        ) -> RollReport:
+    """History on every node (under the lock where it is still ours), pruning, release."""
+    rec = history.HistoryRecord.of(report, user=lock.info.holder, finished_at=utc_now())
+    late: list[str] = []
+    unrecorded: set[str] = set(clients)
+
+    def before_release(node: str) -> None:
+        if report.ok:
+            problem = deployment.prune_node(node)
+            if problem:
+                late.append(problem)
+        ledger.append(node, clients[node], rec)
+        unrecorded.discard(node)
+
+    failed = lock.release(before=before_release)
+    for node in sorted(unrecorded):     # a lost lock: the record still goes there, best effort
+        try:
+            ledger.append(node, clients[node], rec)
+            unrecorded.discard(node)
+        except Exception:  # noqa: BLE001 - listed below
+            pass
+    if unrecorded:
+        late.append(f"history not recorded on: {', '.join(sorted(unrecorded))}")
+    if failed:
+        late.append(f"the deploy lock could not be released on {', '.join(failed)}; "
+                    f"it expires {human_duration(lock.info.ttl)} after its last renewal")
     for message in late:
         observer.note(message)
     return dataclasses.replace(report, warnings=(*report.warnings, *late)) if late else report

@@ -27,7 +27,6 @@ import json
 import re
 import secrets
 import tarfile
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,12 +35,15 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from dockship import parallel, stateimage
+from dockship import labels, parallel, stateimage
 from dockship.config import DEFAULT_PARALLEL
 from dockship.errors import DockshipError, Unreachable
+from dockship.polling import poll
+from dockship.report import NodeOutcome, Result, RollReport
+from dockship.times import format_time, parse_time
 
 KIND = "ledger"
-PREFIX = "io.dockship.ledger."
+PREFIX = labels.LEDGER
 HISTORY_DIR = "/dockship/history"
 DEFAULT_KEEP = 200
 SCHEMA = 1
@@ -53,27 +55,6 @@ R = TypeVar("R")
 class Kind(enum.StrEnum):
     ROLL = "roll"
     ROLLBACK = "rollback"
-
-
-class Result(enum.StrEnum):
-    SUCCEEDED = "succeeded"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
-
-
-def _time(t: datetime) -> str:
-    if t.tzinfo is None:
-        raise ValueError("naive datetime: dockship times are UTC-aware")
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"not a time: {value!r}")
-    t = datetime.fromisoformat(value)
-    if t.tzinfo is None:
-        raise ValueError(f"time {value!r} has no timezone")
-    return t.astimezone(timezone.utc)
 
 
 def _opt_str(value: Any, key: str) -> str | None:
@@ -89,34 +70,6 @@ def _str(value: Any, key: str) -> str:
 
 
 @dataclass(frozen=True)
-class NodeRecord:
-    """What one node went through; JSON keys as in `roll --json` (design §2)."""
-
-    name: str
-    zone: str | None
-    from_tag: str | None
-    to_tag: str | None
-    result: str
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "zone": self.zone, "from": self.from_tag, "to": self.to_tag,
-                "result": self.result, "seconds": round(self.seconds, 3)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "NodeRecord":
-        seconds = data.get("seconds", 0)
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-            raise ValueError(f"nodes[].seconds: expected a number, got {seconds!r}")
-        return cls(name=_str(data.get("name"), "nodes[].name"),
-                   zone=_opt_str(data.get("zone"), "nodes[].zone"),
-                   from_tag=_opt_str(data.get("from"), "nodes[].from"),
-                   to_tag=_opt_str(data.get("to"), "nodes[].to"),
-                   result=_str(data.get("result"), "nodes[].result"),
-                   seconds=float(seconds))
-
-
-@dataclass(frozen=True)
 class HistoryRecord:
     deploy_id: str
     kind: Kind
@@ -129,7 +82,18 @@ class HistoryRecord:
     digest: str | None
     result: Result
     reason: str | None = None
-    nodes: tuple[NodeRecord, ...] = field(default_factory=tuple)
+    nodes: tuple[NodeOutcome, ...] = field(default_factory=tuple)
+    failed_node: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, report: RollReport, *, user: str, finished_at: datetime) -> "HistoryRecord":
+        """The record of a roll is its report, with who ran it and when it ended."""
+        return cls(deploy_id=report.deploy_id, kind=Kind(report.kind), env=report.env,
+                   service=report.service, user=user, started_at=parse_time(report.started_at),
+                   finished_at=finished_at, tag=report.tag, digest=report.digest,
+                   result=report.result, reason=report.reason, nodes=report.nodes,
+                   failed_node=report.failed_node, warnings=report.warnings)
 
     def __post_init__(self) -> None:
         # Accept plain strings ("roll", "succeeded") and lists, store the strict forms.
@@ -150,10 +114,11 @@ class HistoryRecord:
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "deploy_id": self.deploy_id, "kind": str(self.kind),
                 "env": self.env, "service": self.service, "user": self.user,
-                "started_at": _time(self.started_at), "finished_at": _time(self.finished_at),
-                "duration": round(self.duration, 3),
+                "started_at": format_time(self.started_at),
+                "finished_at": format_time(self.finished_at), "duration": round(self.duration, 3),
                 "tag": self.tag, "digest": self.digest, "result": str(self.result),
-                "reason": self.reason, "nodes": [n.to_json() for n in self.nodes]}
+                "reason": self.reason, "nodes": [n.to_json() for n in self.nodes],
+                "failed_node": self.failed_node, "warnings": list(self.warnings)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "HistoryRecord":
@@ -168,13 +133,15 @@ class HistoryRecord:
                    env=_str(data.get("env"), "env"),
                    service=_str(data.get("service"), "service"),
                    user=_str(data.get("user"), "user"),
-                   started_at=_parse_time(data.get("started_at")),
-                   finished_at=_parse_time(data.get("finished_at")),
+                   started_at=parse_time(data.get("started_at")),
+                   finished_at=parse_time(data.get("finished_at")),
                    tag=_str(data.get("tag"), "tag"),
                    digest=_opt_str(data.get("digest"), "digest"),
                    result=Result(_str(data.get("result"), "result")),
                    reason=_opt_str(data.get("reason"), "reason"),
-                   nodes=tuple(NodeRecord.from_json(n) for n in nodes))
+                   nodes=tuple(NodeOutcome.from_json(n) for n in nodes),
+                   failed_node=_opt_str(data.get("failed_node"), "failed_node"),
+                   warnings=tuple(w for w in data.get("warnings") or () if isinstance(w, str)))
 
     @property
     def file_name(self) -> str:
@@ -296,30 +263,18 @@ class Ledger:
             if exc.status_code != 409:
                 raise
         # Someone created it at the same moment: use theirs, found by its labels once the
-        # engine lists it (it reserves the name first; see stateimage.inspect_settled).
-        deadline = time.monotonic() + 5.0
-        pause = 0.02
-        while True:
+        # engine lists it (it reserves the name before the container can be seen).
+        def theirs() -> _Target | None:
             for c in _ledgers(client, self.env, self.service):
                 count = _count(c, self.env, self.service)
                 if count is not None:
                     return _Target(c["Id"], count)
-            if time.monotonic() >= deadline:
-                raise DockshipError(f"a container named {ledger_name(self.env, self.service, 0)} "
-                                    "exists but is not this ledger; remove it")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-
-
-def record(engines: Engines, rec: HistoryRecord, *, keep: int = DEFAULT_KEEP) -> list[str]:
-    """Write `rec` into the env/service ledger on every engine given; return nodes where it failed.
-
-    Best effort: a node that fails is skipped (its engine error is not raised).
-    Writing the same deploy id again overwrites its file (idempotent).
-    """
-    ledger = Ledger(rec.env, rec.service, keep=keep)
-    outcomes = _each(engines, lambda node, client: ledger.append(node, client, rec))
-    return [node for node, outcome in outcomes if isinstance(outcome, BaseException)]
+            return None
+        found = poll(theirs, within=5.0)
+        if found is None:
+            raise DockshipError(f"a container named {ledger_name(self.env, self.service, 0)} "
+                                "exists but is not this ledger; remove it")
+        return found
 
 
 def _rename(client: docker.DockerClient, container_id: str, name: str) -> None:

@@ -1,6 +1,6 @@
 """The roll as people watch it: a live per-node table on a terminal, plain lines elsewhere.
 
-An observer of `rollout.Deployment`; events arrive from worker threads, so
+An observer of the roll (observer.RollObserver); events arrive from worker threads, so
 all state is guarded by one lock. On a non-terminal (CI logs) every phase
 change is one line, which reads well in a log and costs nothing.
 """
@@ -14,13 +14,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from dockship.observer import Phase
 from dockship.plan import RollPlan
 from dockship.report import NodeResult, Result, RollReport
 
-_STYLE = {"updated": "green", "unchanged": "dim", "failed": "red", "BROKEN": "bold red",
-          "rolled back": "yellow", "rolling back": "yellow", "putting back": "yellow",
-          "health": "cyan", "kept": "yellow", "draining": "magenta", "drained": "magenta",
-          "ready": "cyan", "in service": "green", "baking": "cyan", "held": "dim"}
+_STYLE = {Phase.UPDATED: "green", Phase.UNCHANGED: "dim", Phase.FAILED: "red",
+          Phase.BROKEN: "bold red", Phase.ROLLED_BACK: "yellow", Phase.ROLLING_BACK: "yellow",
+          Phase.PUTTING_BACK: "yellow", Phase.HEALTH: "cyan", Phase.KEPT: "yellow",
+          Phase.DRAINING: "magenta", Phase.DRAINED: "magenta", Phase.READY: "cyan",
+          Phase.IN_SERVICE: "green", Phase.BAKING: "cyan", Phase.HELD: "dim"}
 _RESULT_STYLE = {NodeResult.UPDATED: "green", NodeResult.UNCHANGED: "dim", NodeResult.FAILED: "red",
                  NodeResult.ROLLED_BACK: "yellow", NodeResult.NOT_REACHED: "dim",
                  NodeResult.KEPT: "yellow", NodeResult.BROKEN: "bold red", NodeResult.HELD: "dim"}
@@ -44,7 +46,7 @@ class LiveTable:
                 for s in batch.steps:
                     row = {"zone": s.node.zone or "", "batch": batch.label,
                            "from": s.from_tag or "—", "to": s.to_tag,
-                           "phase": "waiting" if s.action.value == "deploy" else s.action.value,
+                           "phase": Phase.WAITING if s.action.value == "deploy" else Phase(s.action.value),
                            "detail": "", "t0": None, "t": None}
                     seen = early.get(s.node.name)
                     if seen:
@@ -58,19 +60,19 @@ class LiveTable:
                               transient=False)
             self._live.start()
 
-    def node(self, name: str, phase: str, detail: str = "") -> None:
+    def node(self, name: str, phase: Phase, detail: str = "") -> None:
         with self._lock:
             row = self._rows.setdefault(name, {"zone": "", "batch": "", "from": "", "to": "",
                                                "phase": "", "detail": "", "t0": None, "t": None})
             changed = row["phase"] != phase
-            if row["t0"] is None and phase not in ("waiting", "unchanged"):
+            if row["t0"] is None and phase not in (Phase.WAITING, Phase.UNCHANGED):
                 row["t0"] = time.monotonic()
             row["phase"], row["detail"] = phase, detail
-            if phase in ("updated", "failed", "BROKEN", "rolled back", "kept") and row["t0"]:
+            if phase.final and row["t0"]:
                 row["t"] = time.monotonic() - float(row["t0"])  # type: ignore[arg-type]
             if self._live is not None:
                 self._live.update(self._table())
-            elif changed and phase != "pulling":
+            elif changed and phase is not Phase.PULLING:
                 self.console.print(f"  {name:12} {phase:13} {detail}", markup=False)
 
     def note(self, text: str) -> None:

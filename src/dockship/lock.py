@@ -1,37 +1,33 @@
-"""The deploy lock: one deployment per (environment, service) at a time, kept on the nodes.
+"""The deploy lock: one deployment per (environment, service) at a time, kept on the nodes,
+held as a lease.
 
-The lock of `stage`/`hello` is a created container named
+The lock of `stage`/`hello` is a created (never started) container named
 `dockship-lock-stage-hello` on every node engine of the roll; its labels
-(`io.dockship.lock.*`) say who holds it, for which deploy and tag, and until
-when. Every operator and CI agent sees it (`docker ps -a --filter
-label=io.dockship.lock.env`), and nothing outside the nodes is needed.
+(`io.dockship.lock.*`) say who holds it, for which deploy and tag, why
+(`--message`), and its TTL. Every operator and CI agent sees it, and nothing
+outside the nodes is needed.
 
-Rules:
-- Taking it = creating that container, which an engine does atomically
-  (409 Conflict for all but one creator).
-- All or nothing: a deployment takes the lock on the first node of its roll
-  (in name order) alone, then on all the others at once; if any is held by
-  someone else it gives back what it took. Two deployments of the same
-  fleet therefore meet at its first node, and nobody ever waits while
-  holding a lock, so they cannot deadlock.
-- Locks expire (Kamal's lock left behind after Ctrl-C is its users' top
-  complaint). An expired lock is taken over by removing it *by container
-  id* and creating a new one by name: of several contenders, one removes it
-  (the others get 404) and one creates the new one (the others get 409 and
-  see the winner's live lock).
-- Labels cannot change, so a long roll extends its lease by writing an empty
-  file `/dockship/lease/<new expiry>` into its own lock container (by id).
-  A file name appears atomically, so a reader never sees half a lease; the
-  latest of the label and the lease files is the expiry. If the container
-  is gone (taken over after it expired), the lease write fails with 404 and
-  the deployment learns it lost the lock (`LockLost`). Refresh well before
-  expiry (`refresh_if_due` does it after a third of the TTL).
-- Release removes only lock containers whose deploy id is ours, by id, and
-  never raises: it returns the nodes where removal failed (those locks then
-  expire by themselves).
-
-Expiry is judged with the contender's clock against the holder's clock
-(both should run NTP); with minutes of TTL, seconds of skew do not matter.
+Rules (design §9):
+- Take = create that container, which an engine does atomically (409 for
+  all but one creator). All or nothing: the first node in name order alone,
+  then the others at once; a conflict anywhere gives back what was taken.
+  Contenders meet at the first node and nobody waits while holding, so two
+  deployments cannot deadlock.
+- Renew = write into our own lock container, by id. The engine stamps the
+  write with *its* clock (the lease directory's mtime), so how long a lock
+  has gone without renewal is measured by the node's own clock, never by a
+  contender's: clock skew between machines cannot expire a live lock.
+  `LeaseKeeper` renews every TTL/3 in the background for as long as the roll
+  runs (pulls, hooks, bakes, health gates), not only between batches.
+- Take over = only a lock not renewed for its whole TTL on that node's clock;
+  looked at again just before it is removed, by id (of several contenders
+  one removes it, the others get 404, one creates the new lock).
+- Lose = a renewal that finds our container gone, or a holder that could not
+  renew on some node for half the TTL (it stops before any contender may
+  take over). Either trips the roll's Halt: the roll stops taking nodes,
+  puts back what it must, records the reason, exits 1 (4 if a node is left
+  broken).
+- Release removes only our own containers, by id, and never raises.
 """
 
 from __future__ import annotations
@@ -43,41 +39,37 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import docker
 import docker.errors
 
-from dockship import parallel, stateimage
-from dockship.config import DEFAULT_PARALLEL
+from dockship import labels, parallel, stateimage
+from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
 from dockship.errors import DockshipError, LockHeld
+from dockship.polling import poll
+from dockship.times import format_time, human_duration, parse_time, utc_now
 
 KIND = "lock"
-PREFIX = "io.dockship.lock."
+PREFIX = labels.LOCK
 LEASE_DIR = "/dockship/lease"
-DEFAULT_TTL = 1800.0
-_SETTLE_SECONDS = 5.0     # how long a contended take may keep retrying before it counts as held
-
-Engines = Sequence[tuple[str, docker.DockerClient]]
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+DEFAULT_TTL = DEFAULT_LOCK_TTL
+SETTLE_SECONDS = 5.0     # how long a contended take may keep looking before it counts as held
 
 
 def default_holder() -> str:
     """Who is deploying, as people will read it: `alice@ci-7 pid 1234`."""
     try:
         user = getpass.getuser()
-    except Exception:  # no user name in a bare container: not worth failing a deploy for
+    except Exception:  # noqa: BLE001 - no user name in a bare container: not worth failing for
         user = f"uid{os.getuid()}"
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 class LockLost(DockshipError):
-    """Our lock expired and another deployment took it over while we were rolling."""
+    """Our lease ended while we were rolling: it was taken over, or could not be renewed."""
 
     exit_code = 1
 
@@ -89,71 +81,66 @@ class LockInfo:
     holder: str             # e.g. "alice@ci-7 pid 1234"
     deploy_id: str
     tag: str
-    acquired_at: datetime   # UTC
-    expires_at: datetime    # UTC
+    acquired_at: datetime   # UTC, the holder's clock: for people, never for expiry
+    ttl: float              # seconds a lease lasts without renewal, on the node's clock
+    message: str = ""       # --message / DOCKSHIP_LOCK_MESSAGE: a CI job URL, say
 
     def to_labels(self) -> dict[str, str]:
         return {PREFIX + "env": self.env, PREFIX + "service": self.service,
                 PREFIX + "holder": self.holder, PREFIX + "deploy_id": self.deploy_id,
-                PREFIX + "tag": self.tag,
-                PREFIX + "acquired_at": format_time(self.acquired_at),
-                PREFIX + "expires_at": format_time(self.expires_at)}
+                PREFIX + "tag": self.tag, PREFIX + "acquired_at": format_time(self.acquired_at),
+                PREFIX + "ttl": f"{self.ttl:g}", PREFIX + "message": self.message}
 
     @classmethod
-    def from_labels(cls, labels: dict[str, str]) -> "LockInfo":
+    def from_labels(cls, found: dict[str, str]) -> "LockInfo":
         """Read a lock from container labels; ValueError if they are not a dockship lock's."""
         def get(key: str) -> str:
-            value = labels.get(PREFIX + key)
+            value = found.get(PREFIX + key)
             if value is None:
                 raise ValueError(f"label {PREFIX + key} is missing")
             return value
+        acquired = parse_time(get("acquired_at"))
+        if PREFIX + "ttl" in found:
+            ttl = float(get("ttl"))
+        else:   # a lock written before leases had a TTL label: its first expiry tells it
+            ttl = (parse_time(get("expires_at")) - acquired).total_seconds()
+        if not ttl > 0 or ttl == float("inf"):
+            raise ValueError(f"label {PREFIX}ttl is not a positive number of seconds")
         return cls(env=get("env"), service=get("service"), holder=get("holder"),
-                   deploy_id=get("deploy_id"), tag=get("tag"),
-                   acquired_at=parse_time(get("acquired_at")),
-                   expires_at=parse_time(get("expires_at")))
+                   deploy_id=get("deploy_id"), tag=get("tag"), acquired_at=acquired, ttl=ttl,
+                   message=found.get(PREFIX + "message", ""))
 
-    def expired(self, now: datetime) -> bool:
-        return self.expires_at <= now
 
-    def describe(self, now: datetime) -> str:
+@dataclass(frozen=True)
+class Found:
+    """A lock container as read from one engine."""
+
+    container_id: str
+    info: LockInfo | None     # None: labels unreadable (not made by this dockship, or damaged)
+    idle: float = 0.0         # seconds since its last renewal, by the node engine's clock
+    problem: str = ""
+
+    @property
+    def expired(self) -> bool:
+        return self.info is not None and self.idle >= self.info.ttl
+
+    def describe(self, now: datetime | None = None) -> str:
         """`environment 'stage' service 'hello' is locked by ... expires in 28m`."""
-        since = self.acquired_at.astimezone(timezone.utc)
-        when = since.strftime("%H:%M:%SZ") if since.date() == now.astimezone(timezone.utc).date() \
+        info = self.info
+        if info is None:
+            return f"a container that is not a dockship lock ({self.problem})"
+        now = now or utc_now()
+        since = info.acquired_at
+        when = since.strftime("%H:%M:%SZ") if since.date() == now.date() \
             else since.strftime("%Y-%m-%d %H:%M:%SZ")
-        about = [f"deploy {_short(self.deploy_id)}" if self.deploy_id else "",
-                 f"tag {self.tag}" if self.tag else ""]
-        about_text = ", ".join(a for a in about if a)
-        left = (self.expires_at - now).total_seconds()
-        expiry = f"expires in {human_duration(left)}" if left > 0 \
-            else f"expired {human_duration(-left)} ago"
-        return (f"environment {self.env!r} service {self.service!r} is locked by {self.holder} "
-                f"since {when}" + (f" ({about_text})" if about_text else "") + f", {expiry}")
-
-
-def format_time(t: datetime) -> str:
-    """UTC, ISO 8601 with microseconds and a Z: sorts as text in time order."""
-    if t.tzinfo is None:
-        raise ValueError("naive datetime: dockship times are UTC-aware")
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str) -> datetime:
-    t = datetime.fromisoformat(text.strip())
-    if t.tzinfo is None:
-        raise ValueError(f"time {text!r} has no timezone")
-    return t.astimezone(timezone.utc)
-
-
-def human_duration(seconds: float) -> str:
-    """45s, 28m, 1h05m, 2d03h: coarse on purpose, for one-line messages."""
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+        about = ", ".join(a for a in (f"deploy {_short(info.deploy_id)}",
+                                      f"tag {info.tag}" if info.tag else "",
+                                      info.message) if a)
+        left = info.ttl - self.idle
+        expiry = (f"expires in {human_duration(left)} unless renewed" if left > 0
+                  else f"expired {human_duration(-left)} ago")
+        return (f"environment {info.env!r} service {info.service!r} is locked by {info.holder} "
+                f"since {when} ({about}), {expiry}")
 
 
 def _short(deploy_id: str) -> str:
@@ -164,65 +151,92 @@ def lock_name(env: str, service: str) -> str:
     return stateimage.state_name(KIND, env, service)
 
 
-# --- reading -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Found:
-    """A lock container as read from one engine."""
-
-    container_id: str
-    info: LockInfo | None     # None: labels unreadable (not made by this dockship, or damaged)
-    problem: str = ""
+class Taken(Exception):
+    """The lock's name is taken on this engine (someone else's lock, or one being made)."""
 
 
-def _lease_expiry(client: docker.DockerClient, container_id: str) -> datetime | None:
-    files = stateimage.get_files(client, container_id, LEASE_DIR)
-    latest = None
-    for name in files or ():
+class Gone(Exception):
+    """Our lock container is no longer there: it was taken over."""
+
+
+class LockStore(Protocol):
+    """One node's side of the lock: the four things a lease needs, atomic on the engine."""
+
+    node: str
+
+    def create(self, info: LockInfo) -> str: ...          # our container id, or Taken
+    def read(self) -> Found | None: ...                   # None: no lock on this node
+    def renew(self, container_id: str) -> None: ...       # Gone if it is not there any more
+    def remove(self, container_id: str) -> bool: ...      # False if it was already gone
+
+
+class DockerLockStore:
+    """The lock as a created container on a Docker engine (stateimage.py)."""
+
+    def __init__(self, node: str, client: docker.DockerClient, env: str, service: str):
+        self.node, self.client, self.env, self.service = node, client, env, service
+        self.name = lock_name(env, service)
+
+    def create(self, info: LockInfo) -> str:
         try:
-            t = parse_time(name)
-        except ValueError:
-            continue
-        latest = t if latest is None or t > latest else latest
-    return latest
+            return stateimage.create_state_container(self.client, self.name, KIND, info.to_labels())
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise Taken(self.node) from None
+            raise
+
+    def read(self) -> Found | None:
+        container = stateimage.inspect(self.client, self.name)
+        if container is None:
+            return None
+        cid = container["Id"]
+        try:
+            info = LockInfo.from_labels(stateimage.labels_of(container))
+        except ValueError as exc:
+            return Found(cid, None, problem=str(exc))
+        if (info.env, info.service) != (self.env, self.service):
+            return Found(cid, None, problem=f"it is the lock of environment {info.env!r} "
+                                            f"service {info.service!r} (name clash)")
+        renewed = parse_time(container["Created"])
+        try:
+            lease = stateimage.path_mtime(self.client, cid, LEASE_DIR)
+        except docker.errors.NotFound:
+            return None   # removed while we looked
+        if lease is not None and lease > renewed:
+            renewed = lease
+        now = parse_time(self.client.api.info()["SystemTime"])
+        return Found(cid, info, idle=(now - renewed).total_seconds())
+
+    def renew(self, container_id: str) -> None:
+        # The content is for people; the engine's mtime of the directory is the lease.
+        try:
+            stateimage.put_files(self.client, container_id,
+                                 {f"{LEASE_DIR}/renewed": format_time(utc_now()).encode()})
+        except docker.errors.NotFound:
+            raise Gone(self.node) from None
+
+    def remove(self, container_id: str) -> bool:
+        return stateimage.remove(self.client, container_id)
 
 
-def _read(client: docker.DockerClient, env: str, service: str) -> _Found | None:
-    container = stateimage.inspect(client, lock_name(env, service))
-    if container is None:
-        return None
-    cid = container["Id"]
-    try:
-        info = LockInfo.from_labels(stateimage.labels_of(container))
-    except ValueError as exc:
-        return _Found(cid, None, str(exc))
-    if (info.env, info.service) != (env, service):
-        return _Found(cid, None, f"it is the lock of environment {info.env!r} "
-                                 f"service {info.service!r} (name clash)")
-    try:
-        lease = _lease_expiry(client, cid)
-    except docker.errors.NotFound:
-        return None  # removed while we looked
-    if lease is not None and lease > info.expires_at:
-        info = replace(info, expires_at=lease)
-    return _Found(cid, info)
+def docker_stores(engines: Sequence[tuple[str, docker.DockerClient]], env: str,
+                  service: str) -> list[DockerLockStore]:
+    return [DockerLockStore(node, client, env, service) for node, client in engines]
 
 
-def read_lock(client: docker.DockerClient, env: str, service: str) -> LockInfo | None:
+def read_lock(client: docker.DockerClient, env: str, service: str) -> Found | None:
     """The lock of env/service on this engine (expired or not), or None if there is none.
 
     A container under the lock's name whose labels are not a readable lock
     raises DockshipError: it blocks every deployment until someone removes it.
     """
-    found = _read(client, env, service)
-    if found is None:
-        return None
-    if found.info is None:
+    found = DockerLockStore("", client, env, service).read()
+    if found is not None and found.info is None:
         raise DockshipError(_unreadable_message(env, service, None, found))
-    return found.info
+    return found
 
 
-def _unreadable_message(env: str, service: str, node: str | None, found: _Found) -> str:
+def _unreadable_message(env: str, service: str, node: str | None, found: Found) -> str:
     where = f" on node {node}" if node else ""
     return (f"environment {env!r} service {service!r} is locked{where} by container "
             f"{lock_name(env, service)} ({found.container_id[:12]}) whose labels are not a "
@@ -230,293 +244,285 @@ def _unreadable_message(env: str, service: str, node: str | None, found: _Found)
             f"`docker rm {found.container_id[:12]}`")
 
 
-# --- the lock ------------------------------------------------------------------------
-
 class _Conflict(Exception):
-    """Internal: a node is held by someone else.
+    """A node is held by someone else (found None: someone is making the lock right now)."""
 
-    found None: someone is creating the lock right now; found.info None: an
-    unreadable container holds the name.
-    """
-
-    def __init__(self, node: str, found: _Found | None):
+    def __init__(self, node: str, found: Found | None):
         super().__init__(node)
-        self.node = node
-        self.found = found
+        self.node, self.found = node, found
 
 
 class DeployLock:
-    """The deploy lock of one environment/service on a set of node engines.
+    """The deploy lock of one environment/service on a set of nodes: take, renew, release.
 
-    with DeployLock(engines, env="stage", service="hello", tag="1.4.0",
-                    deploy_id=plan.deploy_id, wait=60) as lock:
-        ... roll, calling lock.refresh_if_due() between steps ...
-    # released here; lock.release_failed lists nodes where that failed
+        lock = DeployLock(docker_stores(engines, "stage", "hello"), env="stage",
+                          service="hello", tag="1.4.0", deploy_id=plan.deploy_id)
+        lock.acquire()
+        with LeaseKeeper(lock, on_lost=halt.trip):
+            ... roll ...
+        lock.release()
     """
 
-    def __init__(self, engines: Engines, *, env: str, service: str, tag: str, deploy_id: str,
-                 ttl: float = DEFAULT_TTL, wait: float = 0, holder: str | None = None,
-                 poll: float = 1.0, clock: Clock = utc_now, parallel: int = DEFAULT_PARALLEL):
-        if ttl <= 0:
-            raise ValueError("ttl must be positive")
-        if wait < 0:
-            raise ValueError("wait must not be negative")
+    def __init__(self, stores: Sequence[LockStore], *, env: str, service: str, tag: str,
+                 deploy_id: str, ttl: float = DEFAULT_TTL, wait: float = 0,
+                 holder: str | None = None, message: str = "", poll_every: float = 1.0,
+                 parallel_limit: int = DEFAULT_PARALLEL):
+        if not ttl > 0 or ttl == float("inf"):
+            raise ValueError("ttl must be a positive number of seconds")
+        if not wait >= 0 or wait == float("inf"):
+            raise ValueError("wait must be a finite number of seconds, not negative")
         if not deploy_id:
             raise ValueError("a deploy lock needs a deploy id")
-        names = [name for name, _ in engines]
+        names = [s.node for s in stores]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate node names in {names}")
-        # Sorted here too: ordered locking is what keeps two deployments from deadlocking.
-        self.engines: tuple[tuple[str, docker.DockerClient], ...] = tuple(
-            sorted(engines, key=lambda e: e[0]))
-        self.env, self.service, self.tag, self.deploy_id = env, service, tag, deploy_id
-        self.ttl, self.wait, self.poll = float(ttl), float(wait), float(poll)
-        self.parallel = max(1, parallel)
-        self.holder = holder or default_holder()
-        self.clock = clock
-        self.info: LockInfo | None = None          # ours, once acquired
-        self.release_failed: list[str] = []        # set by __exit__
-        # Work that needs the lock on a node (a ledger has one writer at a time), done on
-        # the lock's own pass over the nodes instead of a pass of its own: `prepare` right
-        # after a node is taken, `finish` just before it is given back. Failures are
-        # listed, never raised: they must not cost a deployment its lock or its release.
-        self.prepare: Callable[[str, docker.DockerClient], object] | None = None
-        self.finish: Callable[[str, docker.DockerClient], object] | None = None
-        self.finish_failed: list[str] = []
-        self._held: dict[str, str] = {}            # node -> container id of our lock
+        # Sorted: ordered locking is what keeps two deployments from deadlocking.
+        self.stores = tuple(sorted(stores, key=lambda s: s.node))
+        self.info = LockInfo(env, service, holder or default_holder(), deploy_id, tag, utc_now(),
+                             float(ttl), message)
+        self.wait, self.poll_every = float(wait), float(poll_every)
+        self.parallel = max(1, parallel_limit)
+        self.held: dict[str, str] = {}             # node -> container id of our lock
         self._touched: set[str] = set()            # nodes where a create may have happened
-        self._last_refresh = 0.0
-        self._mutex = threading.Lock()
-
-    def __repr__(self) -> str:
-        return (f"DeployLock({self.env}/{self.service}, deploy {self.deploy_id}, "
-                f"nodes {[n for n, _ in self.engines]}, held on {sorted(self._held)})")
-
-    # context manager
-    def __enter__(self) -> "DeployLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release_failed = self.release()
 
     @property
-    def held(self) -> bool:
-        """True from a successful acquire() until release() (or a LockLost)."""
-        return self.info is not None and len(self._held) == len(self.engines)
+    def nodes(self) -> list[str]:
+        return [s.node for s in self.stores]
 
-    def _new_info(self) -> LockInfo:
-        now = self.clock()
-        return LockInfo(env=self.env, service=self.service, holder=self.holder,
-                        deploy_id=self.deploy_id, tag=self.tag, acquired_at=now,
-                        expires_at=now + timedelta(seconds=self.ttl))
+    def __repr__(self) -> str:
+        return (f"DeployLock({self.info.env}/{self.info.service}, deploy {self.info.deploy_id}, "
+                f"held on {sorted(self.held)})")
 
-    def acquire(self) -> "DeployLock":
-        """Take the lock on every engine, or on none; wait up to `wait` seconds for a holder.
+    # -- take -------------------------------------------------------------------------
 
-        Raises LockHeld (exit 3) naming the holder, Unreachable naming the
-        node whose engine did not answer, DockshipError if an engine refused.
+    def acquire(self, on_taken: Callable[[str], object] | None = None) -> "DeployLock":
+        """Take the lock on every node, or on none; wait up to `wait` seconds for a holder.
+
+        `on_taken(node)` runs as soon as the lock is ours on a node (work that
+        needs the lock there, done on this pass instead of one of its own); its
+        failures are ignored. Raises LockHeld (exit 3) naming the holder,
+        Unreachable naming a node whose engine did not answer.
         """
         deadline = time.monotonic() + self.wait
         while True:
             try:
-                self._acquire_all()
+                self._acquire_all(on_taken)
                 return self
             except _Conflict as conflict:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise self._held_error(conflict) from None
                 # ±20 % jitter, so contenders polling the same lock do not stay in step
-                time.sleep(min(left, self.poll * random.uniform(0.8, 1.2)))
+                time.sleep(min(left, self.poll_every * random.uniform(0.8, 1.2)))
 
-    def _acquire_all(self) -> None:
-        info = self._new_info()
-        labels = info.to_labels()
+    def _acquire_all(self, on_taken: Callable[[str], object] | None) -> None:
+        first, rest = self.stores[0], self.stores[1:]
+
+        def take(store: LockStore) -> None:
+            if store.node not in self.held:
+                self.held[store.node] = self._take(store)
+            if on_taken is not None:
+                try:
+                    on_taken(store.node)
+                except Exception:  # noqa: BLE001 - best effort by contract
+                    pass
         try:
-            # The first node in name order decides between contenders (they all try it first);
-            # whoever holds it takes the other nodes at once, in parallel, still all or nothing.
-            todo = [(node, client) for node, client in self.engines if node not in self._held]
-            if todo and todo[0][0] == self.engines[0][0]:
-                node, client = todo[0]
-                self._held[node] = self._take(node, client, labels)
-
-            def take_and_prepare(entry: tuple[str, docker.DockerClient]) -> str | None:
-                node, client = entry     # the first node is taken already: prepare it only
-                cid = None if node in self._held else self._take(node, client, labels)
-                self._prepare(node, client)
-                return cid
-
-            errors = []
-            for (node, _), cid, exc in parallel.each(todo, take_and_prepare, limit=self.parallel):
-                if exc is not None:
-                    errors.append(exc)    # re-raised below, first in node order
-                elif cid is not None:
-                    self._held[node] = cid
+            take(first)     # contenders meet here; the winner takes the rest at once
+            errors = [exc for _, _, exc in parallel.each(rest, take, limit=self.parallel) if exc]
             if errors:
                 raise errors[0]
         except BaseException:
-            # All or nothing. Where giving back fails, our lock expires after the TTL.
-            self.release_failed = self.release()
+            self.release()  # all or nothing; where giving back fails, the lease runs out
             raise
-        self.info = info
-        self._last_refresh = time.monotonic()
 
-    def _prepare(self, node: str, client: docker.DockerClient) -> None:
-        if self.prepare is not None:
-            try:
-                self.prepare(node, client)
-            except Exception:  # noqa: BLE001 - best effort by contract (see __init__)
-                pass
+    def _take(self, store: LockStore) -> str:
+        """Our lock's container id on one node, taking over a lease that ran out."""
+        try:
+            taken = poll(lambda: self._try_take(store), within=SETTLE_SECONDS)
+        except stateimage.ENGINE_ERRORS as exc:
+            raise stateimage.engine_failure(store.node, exc, "take the deploy lock") from None
+        if taken is None:
+            raise _Conflict(store.node, None)    # still being made or removed by others
+        return taken
 
-    def _take(self, node: str, client: docker.DockerClient, labels: dict[str, str]) -> str:
-        """Create our lock on one engine, taking over an expired one; return its container id."""
-        name = lock_name(self.env, self.service)
-        settle_by = time.monotonic() + _SETTLE_SECONDS
-        pause = 0.02
-        while True:
-            self._touched.add(node)
-            try:
-                return stateimage.create_state_container(client, name, KIND, labels)
-            except stateimage.ENGINE_ERRORS as exc:
-                if not (isinstance(exc, docker.errors.APIError) and exc.status_code == 409):
-                    raise stateimage.engine_failure(node, exc, "create the lock") from None
-            try:
-                found = _read(client, self.env, self.service)
-            except stateimage.ENGINE_ERRORS as exc:
-                # A contender creating or removing the lock right now can make the engine
-                # answer 404/500 about a half-made container ("RWLayer ... is unexpectedly
-                # nil"): that is the race in progress, so look again until it settles.
-                transient = isinstance(exc, docker.errors.APIError) and exc.status_code in (404, 409, 500)
-                if not transient or time.monotonic() > settle_by:
-                    raise stateimage.engine_failure(node, exc, "read the lock") from None
-                found = None
-            if found is None:
-                # The engine reserves a name before the container can be inspected
-                # (seen: a creator that loses the race and looks at once gets 404),
-                # so another deployment is creating it right now, or just removed it.
-                if time.monotonic() > settle_by:
-                    raise _Conflict(node, None)
-                time.sleep(pause)
-                pause = min(pause * 2, 0.5)
-                continue
-            if found.info is None or (found.info.deploy_id != self.deploy_id
-                                      and not found.info.expired(self.clock())):
-                raise _Conflict(node, found)
-            if found.info.deploy_id == self.deploy_id:
-                return found.container_id  # ours already (a retry, or an earlier attempt)
-            if time.monotonic() > settle_by:
-                raise _Conflict(node, found)  # expired, but others keep beating us to it
-            # Expired: remove exactly that container (by id, so never a newer lock).
-            # If another contender got there first this is a no-op, and the next
-            # create tells who won.
-            try:
-                stateimage.remove(client, found.container_id)
-            except stateimage.ENGINE_ERRORS as exc:
-                raise stateimage.engine_failure(node, exc, "remove the expired lock") from None
+    def _try_take(self, store: LockStore) -> str | None:
+        """One attempt: our container id; None to look again; _Conflict if held."""
+        self._touched.add(store.node)
+        try:
+            return store.create(self.info)
+        except Taken:
+            pass
+        try:
+            found = store.read()
+        except docker.errors.APIError as exc:
+            # A contender creating or removing the lock right now can make the engine answer
+            # 404/409/500 about a half-made container: the race in progress, look again.
+            if exc.status_code in (404, 409, 500):
+                return None
+            raise
+        if found is None:
+            return None      # the engine reserves a name before it can be inspected
+        if found.info is not None and found.info.deploy_id == self.info.deploy_id:
+            return found.container_id     # ours already (an earlier attempt)
+        if not found.expired:
+            raise _Conflict(store.node, found)
+        again = store.read()  # expired: look once more just before removing it, by id
+        if again is not None and again.container_id == found.container_id and again.expired:
+            store.remove(found.container_id)
+        return None
 
     def _held_error(self, conflict: _Conflict) -> LockHeld:
         found = conflict.found
+        env, service = self.info.env, self.info.service
         if found is None:
-            err = LockHeld(f"environment {self.env!r} service {self.service!r} is being locked "
-                           f"by another deployment on node {conflict.node} right now; retry "
-                           f"later or pass --lock-wait SECONDS")
+            err = LockHeld(f"environment {env!r} service {service!r} is being locked by another "
+                           f"deployment on node {conflict.node} right now; retry later or pass "
+                           "--lock-wait SECONDS")
         elif found.info is None:
-            err = LockHeld(_unreadable_message(self.env, self.service, conflict.node, found))
+            err = LockHeld(_unreadable_message(env, service, conflict.node, found))
         else:
             advice = ("retry later, pass a longer --lock-wait, or wait for it to expire"
                       if self.wait > 0 else
                       "retry later, pass --lock-wait SECONDS, or wait for it to expire")
             waited = f" (waited {human_duration(self.wait)})" if self.wait > 0 else ""
-            err = LockHeld(f"{found.info.describe(self.clock())}{waited}; {advice}")
-        err.info = found.info if found else None  # type: ignore[attr-defined]
-        err.node = conflict.node                   # type: ignore[attr-defined]
+            err = LockHeld(f"{found.describe()}{waited}; {advice}")
+        err.found = found           # type: ignore[attr-defined]
+        err.node = conflict.node    # type: ignore[attr-defined]
         return err
 
-    def release(self) -> list[str]:
-        """Give the lock back on every node we may hold it on; never raises.
+    # -- renew ------------------------------------------------------------------------
 
-        Removes only containers carrying our deploy id, by id. Returns the
-        nodes where that failed (their locks expire after the TTL).
+    def renew(self) -> list[str]:
+        """Renew the lease on every node; the nodes whose engine did not answer.
+
+        Raises LockLost if our lock is gone from a node (taken over).
         """
-        failed: list[str] = []
-        clients = dict(self.engines)
-
-        def give_back(node: str) -> str | None:
-            client = clients[node]
-            if self.finish is not None and node in self._held:
-                try:
-                    self.finish(node, client)
-                except Exception:  # noqa: BLE001 - listed in finish_failed, the lock goes anyway
-                    self.finish_failed.append(node)
-            try:
-                cid = self._held.get(node)
-                if cid is None:
-                    # A create may have reached the engine without us hearing back.
-                    found = _read(client, self.env, self.service)
-                    if found is not None and found.info is not None \
-                            and found.info.deploy_id == self.deploy_id:
-                        cid = found.container_id
-                if cid is not None:
-                    stateimage.remove(client, cid)
-                return None
-            except Exception:
-                return node
-
-        nodes = [n for n, _ in reversed(self.engines) if n in self._touched]
-        for node, bad, _ in parallel.each(nodes, give_back, limit=self.parallel):
-            if bad is None:
-                self._held.pop(node, None)
-                self._touched.discard(node)
-            else:
-                failed.append(node)
-        if not self._held:
-            self.info = None
-        return failed
-
-    def refresh(self) -> list[str]:
-        """Push our expiry to now + ttl on every node; return nodes whose engine failed.
-
-        Raises LockLost if our lock is gone from a node (it expired and
-        another deployment took it): the roll must stop.
-        """
-        with self._mutex:
-            return self._refresh()
-
-    def refresh_if_due(self) -> list[str]:
-        """refresh() once a third of the TTL has passed since the last one; cheap otherwise."""
-        with self._mutex:
-            if time.monotonic() - self._last_refresh < self.ttl / 3:
-                return []
-            return self._refresh()
-
-    def _refresh(self) -> list[str]:
-        if not self.held or self.info is None:
-            raise DockshipError("refresh of a deploy lock that is not held")
-        expires = self.clock() + timedelta(seconds=self.ttl)
-        lease = {f"{LEASE_DIR}/{format_time(expires)}": b""}
-        failed: list[str] = []
         lost: list[str] = []
-        for node, client in self.engines:
+        failed: list[str] = []
+        by_node = {s.node: s for s in self.stores}
+
+        def one(node: str) -> None:
             try:
-                stateimage.put_files(client, self._held[node], lease)
-            except docker.errors.NotFound:
+                by_node[node].renew(self.held[node])
+            except Gone:
                 lost.append(node)
-            except stateimage.ENGINE_ERRORS:
+
+        for node, _, exc in parallel.each(sorted(self.held), one, limit=self.parallel):
+            if exc is not None:
                 failed.append(node)
         if lost:
             for node in lost:
-                self._held.pop(node, None)
-            now_held = ""
-            try:
-                other = read_lock(dict(self.engines)[lost[0]], self.env, self.service)
-                if other is not None:
-                    now_held = (f"; it is now held by {other.holder} "
-                                f"(deploy {_short(other.deploy_id)}, tag {other.tag})")
-            except stateimage.ENGINE_ERRORS:
-                pass
-            raise LockLost(f"the deploy lock of environment {self.env!r} service "
-                           f"{self.service!r} was lost on {', '.join(lost)}: it expired "
-                           f"(ttl {human_duration(self.ttl)}) and another deployment took "
-                           f"it over{now_held}")
-        self.info = replace(self.info, expires_at=expires)
-        self._last_refresh = time.monotonic()
+                self.held.pop(node, None)
+            raise LockLost(self._lost_message(sorted(lost), by_node[sorted(lost)[0]]))
         return failed
+
+    def _lost_message(self, lost: list[str], store: LockStore) -> str:
+        now_held = ""
+        try:
+            other = store.read()
+            if other is not None and other.info is not None:
+                now_held = (f"; it is now held by {other.info.holder} "
+                            f"(deploy {_short(other.info.deploy_id)}, tag {other.info.tag})")
+        except Exception:  # noqa: BLE001 - the message is only richer with it
+            pass
+        return (f"the deploy lock of environment {self.info.env!r} service "
+                f"{self.info.service!r} was lost on {', '.join(lost)}: it was not renewed for "
+                f"{human_duration(self.info.ttl)} and another deployment took it over{now_held}")
+
+    # -- release ----------------------------------------------------------------------
+
+    def release(self, before: Callable[[str], object] | None = None) -> list[str]:
+        """Give the lock back on every node we may hold it on; the nodes where that failed.
+
+        `before(node)` runs on each node still held just before its lock goes
+        (history and pruning, under the lock); its failures are the caller's to
+        record. Removes only containers carrying our deploy id, by id; never raises.
+        """
+        by_node = {s.node: s for s in self.stores}
+
+        def give_back(node: str) -> None:
+            store = by_node[node]
+            if before is not None and node in self.held:
+                try:
+                    before(node)
+                except Exception:  # noqa: BLE001 - the lock goes back anyway
+                    pass
+            cid = self.held.get(node)
+            if cid is None:   # a create may have reached the engine without us hearing back
+                found = store.read()
+                if found is not None and found.info is not None \
+                        and found.info.deploy_id == self.info.deploy_id:
+                    cid = found.container_id
+            if cid is not None:
+                store.remove(cid)
+
+        nodes = [n for n in reversed(self.nodes) if n in self._touched]
+        failed = []
+        for node, _, exc in parallel.each(nodes, give_back, limit=self.parallel):
+            if exc is None:
+                self.held.pop(node, None)
+                self._touched.discard(node)
+            else:
+                failed.append(node)
+        return failed
+
+
+class LeaseKeeper:
+    """Renews a held lock in the background every TTL/3 until stopped.
+
+    If a renewal finds the lock taken over, or some node has gone half the
+    TTL without a successful renewal (its engine does not answer), the lease
+    is lost: `on_lost(reason)` is called once and renewing stops. Half the TTL
+    leaves the holder time to stop before any contender may take over.
+    """
+
+    def __init__(self, lock: DeployLock, on_lost: Callable[[str], object], *,
+                 every: float | None = None, give_up: float | None = None):
+        ttl = lock.info.ttl
+        self.lock, self.on_lost = lock, on_lost
+        self.every = every if every is not None else ttl / 3
+        self.give_up = give_up if give_up is not None else ttl / 2
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+        self._renewed = {node: time.monotonic() for node in lock.held}
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            if not self.renew_once():
+                return
+
+    def renew_once(self) -> bool:
+        """One round of renewal; False once the lease is lost."""
+        try:
+            failed = self.lock.renew()
+        except LockLost as exc:
+            return self._lose(str(exc))
+        except Exception as exc:  # noqa: BLE001 - counts as a failed renewal everywhere
+            failed, detail = list(self._renewed), str(exc)
+        else:
+            detail = "its engine did not answer"
+        now = time.monotonic()
+        for node in self._renewed:
+            if node not in failed:
+                self._renewed[node] = now
+        stale = sorted(n for n, t in self._renewed.items() if now - t >= self.give_up)
+        if stale:
+            return self._lose(f"the deploy lock could not be renewed on {', '.join(stale)} for "
+                              f"{human_duration(self.give_up)} ({detail}); stopping before "
+                              "another deployment may take it over")
+        return True
+
+    def _lose(self, reason: str) -> bool:
+        self.lost = reason
+        self.on_lost(reason)
+        return False
+

@@ -1,8 +1,9 @@
 """The roll plan: computed whole before any node is touched, then walked.
 
-A plan is a value (frozen records, an enum for the action): `--dry-run`
-prints it, the executor walks it, and the rollback of a failed roll walks the
-steps already done in reverse. Batch sizes follow the semantics operators
+A plan is a value (frozen records, an enum for the action), and planning is
+a pure function of what the nodes run (nodestate.NodeState, read in one
+pass beforehand): `--dry-run` prints it, the executor walks it, and the
+rollback of a failed roll walks the steps already done in reverse. Batch sizes follow the semantics operators
 know from Ansible's `serial`: canary nodes first, alone; then batches given
 as counts or percentages of the whole fleet (rounded down, never below 1), a
 list's last entry repeating.
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dockship.config import Node
+from dockship.config import Environment, Node, Service
+from dockship.errors import UsageError
+from dockship.nodestate import NodeState
 
 
 class StepAction(enum.Enum):
@@ -84,7 +88,8 @@ class RollPlan:
         return {"env": self.env, "service": self.service, "tag": self.target.tag,
                 "digest": self.target.digest, "deploy_id": self.deploy_id,
                 "batches": [{"name": b.label, "nodes": [s.to_json() for s in b.steps]}
-                            for b in self.batches]}
+                            for b in self.batches],
+                "policies": list(self.notes)}
 
 
 def batch_sizes(total: int, canary: int, spec: Sequence[int | str]) -> list[int]:
@@ -156,3 +161,89 @@ def make_batches(steps: Sequence[NodeStep], canary: int, spec: Sequence[int | st
     if rest:
         batches.append(Batch(number, False, tuple(rest)))
     return tuple(batches)
+
+
+# --- planning: pure functions of the nodes' states -------------------------------------
+
+def plan_roll(env: Environment, service: Service, states: Sequence[NodeState], target: Target,
+              *, deploy_id: str, canary_only: bool = False, zone: str | None = None) -> RollPlan:
+    """Which nodes change, in which batches, under which policies."""
+    if zone is not None:
+        zones = sorted({s.node.zone for s in states if s.node.zone})
+        if zone not in zones:
+            raise UsageError(f"no node of '{service.name}' in environment '{env.name}' is in zone "
+                             f"'{zone}'; zones: {', '.join(zones) or 'none (set zone on the nodes)'}")
+    if canary_only and env.rollout.canary < 1:
+        raise UsageError(f"--canary-only needs a canary: set environments.{env.name}.rollout.canary "
+                         "to 1 or more")
+    steps = []
+    for state in states:
+        cur = state.running
+        action = StepAction.UNCHANGED if cur is not None and cur.digest == target.digest \
+            else StepAction.DEPLOY
+        if action is StepAction.DEPLOY and zone is not None and state.node.zone != zone:
+            action = StepAction.HELD
+        steps.append(NodeStep(state.node, action, cur.tag if cur else None,
+                              cur.digest if cur else None, target.tag, target.digest))
+    rollout = env.rollout
+    batches = make_batches(steps, rollout.canary, rollout.batch, by_zone=rollout.by_zone,
+                           zones=rollout.zones)
+    if canary_only:
+        batches = _canary_only(batches)
+    return RollPlan(env.name, service.name, target, batches, deploy_id,
+                    notes=policy_notes(env, service))
+
+
+def _canary_only(batches: tuple[Batch, ...]) -> tuple[Batch, ...]:
+    """Keep the canary batch; every other node that would change is held on its version."""
+    canary = [b for b in batches if b.canary]
+    held = tuple(replace(s, action=StepAction.HELD) if s.action is StepAction.DEPLOY else s
+                 for b in batches if not b.canary for s in b.steps)
+    return tuple(canary) + ((Batch(1, False, held),) if held else ())
+
+
+def plan_rollback(env: Environment, service: Service, states: Sequence[NodeState],
+                  repository: str, *, deploy_id: str) -> RollPlan:
+    """Every node back to the tag it ran before, from what the node itself records.
+
+    `states` must say, for each node, whether the image of its previous
+    digest is still there (`images`): a rollback pulls nothing.
+    """
+    steps = []
+    for state in states:
+        cur, name = state.running, state.name
+        if cur is None:
+            raise UsageError(f"node {name} runs no container of '{service.name}'; "
+                             "nothing to roll back there (use --tag to roll a version)")
+        if not cur.previous_digest:
+            raise UsageError(f"node {name} has no earlier version of '{service.name}' "
+                             f"recorded (it runs its first deploy, {cur.tag}); use --tag TAG")
+        if cur.previous_digest not in state.images:
+            raise UsageError(f"node {name} no longer holds the image of {cur.previous_tag}; "
+                             f"roll it back with --tag {cur.previous_tag} (that pulls it)")
+        steps.append(NodeStep(state.node, StepAction.DEPLOY, cur.tag, cur.digest,
+                              cur.previous_tag or "?", cur.previous_digest, pull=False))
+    if not steps:
+        raise UsageError(f"no node of environment '{env.name}' runs '{service.name}'")
+    common = Counter((s.to_tag, s.to_digest) for s in steps).most_common(1)[0][0]
+    target = Target(service.name, common[0], common[1], repository)
+    batches = make_batches(steps, 0, env.rollout.batch)
+    return RollPlan(env.name, service.name, target, batches, deploy_id, rollback=True,
+                    notes=policy_notes(env, service, rollback=True))
+
+
+def policy_notes(env: Environment, service: Service, *, rollback: bool = False) -> tuple[str, ...]:
+    """The judgements the roll will apply, in words, for the plan and `--dry-run`."""
+    r, health = env.rollout, service.health
+    window = health.rollback_min_healthy if rollback else health.min_healthy
+    notes = [f"health: GET {health.path} answers {health.status} within {health.timeout:g}s, "
+             f"then holds {window:g}s"]
+    if r.bake.seconds > 0 and not rollback and r.canary > 0:
+        notes.append(f"canary bake: {r.bake.seconds:g}s against the old version "
+                     f"(error rate +{r.bake.max_error_increase:g} at most)")
+    if r.by_zone:
+        notes.append("zones: one after another, each verified healthy before the next")
+    if r.overlap_min_healthy and window > 0:
+        notes.append("overlap: after the canary, a node's window is held while the next batch goes")
+    notes.append("auto rollback: on" if r.auto_rollback else "auto rollback: off")
+    return tuple(notes)

@@ -1,13 +1,16 @@
-"""What a roll did, node by node: the record behind the summary, `--json` and history.
+"""What a roll did, node by node: the one vocabulary of outcomes.
 
-Failures keep the results (Fabric's GroupResult habit): a failed roll still
-reports every node's outcome, so the output can say precisely what runs where.
+The summary, `--json`, the live table and history all speak it: history
+stores these records, it does not keep a copy of its own. Failures keep the
+results (Fabric's GroupResult habit): a failed roll still reports every
+node's outcome, so the output can say precisely what runs where.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -29,7 +32,9 @@ class Result(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class NodeReport:
+class NodeOutcome:
+    """What one node went through; JSON keys as in `roll --json` (design §2)."""
+
     name: str
     zone: str | None
     from_tag: str | None
@@ -49,6 +54,35 @@ class NodeReport:
             out["logs"] = list(self.logs)
         return out
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "NodeOutcome":
+        """Parse one node of a stored report; ValueError if it is not one."""
+        seconds = data.get("seconds", 0)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise ValueError(f"nodes[].seconds: expected a number, got {seconds!r}")
+        logs = data.get("logs") or []
+        if not isinstance(logs, list) or not all(isinstance(x, str) for x in logs):
+            raise ValueError("nodes[].logs: expected a list of strings")
+        return cls(name=_str(data.get("name"), "nodes[].name"),
+                   zone=_opt_str(data.get("zone"), "nodes[].zone"),
+                   from_tag=_opt_str(data.get("from"), "nodes[].from"),
+                   to_tag=_opt_str(data.get("to"), "nodes[].to"),
+                   result=NodeResult(_str(data.get("result"), "nodes[].result")),
+                   seconds=float(seconds), reason=_opt_str(data.get("reason"), "nodes[].reason"),
+                   logs=tuple(logs))
+
+
+def _opt_str(value: Any, key: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{key}: expected a string or null, got {value!r}")
+
+
+def _str(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{key}: expected a string, got {value!r}")
+
 
 @dataclass(frozen=True)
 class RollReport:
@@ -59,7 +93,7 @@ class RollReport:
     digest: str
     result: Result
     deploy_id: str
-    nodes: tuple[NodeReport, ...]
+    nodes: tuple[NodeOutcome, ...]
     started_at: str
     seconds: float
     reason: str | None = None
@@ -70,6 +104,11 @@ class RollReport:
     @property
     def ok(self) -> bool:
         return self.result is Result.SUCCEEDED
+
+    @property
+    def broken(self) -> tuple[str, ...]:
+        """Nodes that could not be put back: exit code 4 (design §2)."""
+        return tuple(n.name for n in self.nodes if n.result is NodeResult.BROKEN)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"env": self.env, "service": self.service, "tag": self.tag,

@@ -12,7 +12,7 @@ already offer what it takes:
   any number of concurrent creators gets it, the others get 409 Conflict
   (seen on the build engine: 1 of 12 threads won, 11 got 409). The name is
   reserved before the container can be inspected: a loser that inspects
-  the name at once gets 404 for a few milliseconds (`inspect_settled`);
+  the name at once gets 404 for a few milliseconds;
 - labels are set at creation and immutable afterwards;
 - `put_archive` writes files into a created container and `get_archive`
   reads a whole directory back in one call; neither needs a running process.
@@ -28,13 +28,14 @@ the image), so prune with `--filter label!=io.dockship.state`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import re
 import tarfile
-import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -42,11 +43,13 @@ import docker.errors
 import paramiko
 import requests
 
+from dockship import labels
 from dockship.errors import DockshipError, Unreachable
+from dockship.times import parse_time
 
 STATE_IMAGE = "dockship/state:1"
-STATE_LABEL = "io.dockship.state"          # on the image, so on every state container
-KIND_LABEL = "io.dockship.state.kind"      # "lock" or "ledger"
+STATE_LABEL = labels.STATE          # on the image, so on every state container
+KIND_LABEL = labels.STATE_KIND      # "lock" or "ledger"
 
 # Containers created from an image need a command, even if never started.
 _CHANGES = [f"LABEL {STATE_LABEL}=1", 'CMD ["/none"]']
@@ -147,25 +150,6 @@ def inspect(client: docker.DockerClient, name_or_id: str) -> dict[str, Any] | No
         return None
 
 
-def inspect_settled(client: docker.DockerClient, name: str, within: float = 5.0
-                    ) -> dict[str, Any] | None:
-    """inspect() a container whose create just answered 409, waiting for it to appear.
-
-    An engine reserves the name before the container can be inspected: a
-    creator that loses the race and looks at once gets 404 (seen on every
-    try with two concurrent creators). None if it is still absent after
-    `within` seconds (it was removed meanwhile).
-    """
-    deadline = time.monotonic() + within
-    pause = 0.02
-    while True:
-        found = inspect(client, name)
-        if found is not None or time.monotonic() >= deadline:
-            return found
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
-
-
 def labels_of(container: Mapping[str, Any]) -> dict[str, str]:
     return dict((container.get("Config") or {}).get("Labels") or {})
 
@@ -209,6 +193,26 @@ def put_files(client: docker.DockerClient, container_id: str, files: Mapping[str
     """Write files (absolute paths) into a created container, making directories as needed."""
     if not client.api.put_archive(container_id, "/", tar_of(files)):
         raise DockshipError(f"engine refused to write into state container {container_id[:12]}")
+
+
+def path_mtime(client: docker.DockerClient, container_id: str, path: str) -> datetime | None:
+    """When `path` in the container last changed, by the engine's clock; None if it is absent.
+
+    A directory's mtime moves whenever a file is written into it (put_archive
+    runs on the engine), so it records *when the engine saw a write*, whatever
+    the writer's clock says. Raises NotFound if the container itself is gone.
+    """
+    try:
+        resp = client.api.head(client.api._url("/containers/{0}/archive", container_id),
+                               params={"path": path}, timeout=client.api.timeout)
+    except requests.RequestException as exc:
+        raise docker.errors.APIError(str(exc)) from exc
+    if resp.status_code == 404:
+        client.api.inspect_container(container_id)   # raises NotFound if the container is gone
+        return None
+    client.api._raise_for_status(resp)
+    stat = json.loads(base64.b64decode(resp.headers["X-Docker-Container-Path-Stat"]))
+    return parse_time(stat["mtime"])
 
 
 def get_files(client: docker.DockerClient, container_id: str, directory: str,
