@@ -211,7 +211,8 @@ class DockerLockStore:
         # The content is for people; the engine's mtime of the directory is the lease.
         try:
             stateimage.put_files(self.client, container_id,
-                                 {f"{LEASE_DIR}/renewed": format_time(utc_now()).encode()})
+                                 {f"{LEASE_DIR}/renewed": format_time(utc_now()).encode()},
+                                 parents=False)
         except docker.errors.NotFound:
             raise Gone(self.node) from None
 
@@ -477,15 +478,16 @@ class LeaseKeeper:
     """
 
     def __init__(self, lock: DeployLock, on_lost: Callable[[str], object], *,
-                 every: float | None = None, give_up: float | None = None):
+                 every: float | None = None, give_up: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         ttl = lock.info.ttl
-        self.lock, self.on_lost = lock, on_lost
+        self.lock, self.on_lost, self.clock = lock, on_lost, clock
         self.every = every if every is not None else ttl / 3
         self.give_up = give_up if give_up is not None else ttl / 2
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
-        self._renewed = {node: time.monotonic() for node in lock.held}
+        self._renewed = {node: clock() for node in lock.held}
 
     def __enter__(self) -> "LeaseKeeper":
         self._thread.start()
@@ -510,7 +512,7 @@ class LeaseKeeper:
             failed, detail = list(self._renewed), str(exc)
         else:
             detail = "its engine did not answer"
-        now = time.monotonic()
+        now = self.clock()
         for node in self._renewed:
             if node not in failed:
                 self._renewed[node] = now

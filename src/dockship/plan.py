@@ -159,7 +159,7 @@ def make_batches(steps: Sequence[NodeStep], canary: int, spec: Sequence[int | st
                 number = max(number, 1)
         canary_left = 0
     if rest:
-        batches.append(Batch(number, False, tuple(rest)))
+        batches.append(Batch(max(number, 1), False, tuple(rest)))
     return tuple(batches)
 
 

@@ -168,10 +168,14 @@ def remove(client: docker.DockerClient, container_id: str) -> bool:
         raise
 
 
-def tar_of(files: Mapping[str, bytes]) -> bytes:
-    """A tar holding `files` (paths relative to /) and every directory above them."""
+def tar_of(files: Mapping[str, bytes], *, parents: bool = True) -> bytes:
+    """A tar holding `files` (paths relative to /) and, with `parents`, every directory above.
+
+    Without `parents` the engine makes missing directories itself and leaves
+    existing ones alone, so their mtime records the write on the engine's clock.
+    """
     dirs: set[str] = set()
-    for path in files:
+    for path in files if parents else ():
         parts = path.strip("/").split("/")[:-1]
         dirs.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
     buf = io.BytesIO()
@@ -189,9 +193,10 @@ def tar_of(files: Mapping[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def put_files(client: docker.DockerClient, container_id: str, files: Mapping[str, bytes]) -> None:
+def put_files(client: docker.DockerClient, container_id: str, files: Mapping[str, bytes], *,
+              parents: bool = True) -> None:
     """Write files (absolute paths) into a created container, making directories as needed."""
-    if not client.api.put_archive(container_id, "/", tar_of(files)):
+    if not client.api.put_archive(container_id, "/", tar_of(files, parents=parents)):
         raise DockshipError(f"engine refused to write into state container {container_id[:12]}")
 
 

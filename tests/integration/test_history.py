@@ -19,7 +19,8 @@ from conftest import remove_containers
 
 from dockship import history, stateimage
 from dockship.errors import Unreachable
-from dockship.history import HistoryRecord, Kind, NodeRecord, Result
+from dockship.history import HistoryRecord, Kind
+from dockship.report import NodeOutcome, NodeResult, Result
 
 T0 = datetime(2026, 5, 7, 12, 0, 0, tzinfo=timezone.utc)
 lab = pytest.mark.lab
@@ -35,8 +36,20 @@ def rec(n: int, *, env: str = "stage", service: str = "hello", result: str = "su
         tag=f"1.{n}.0", digest=f"sha256:{n:064x}", result=result,
         reason=None if result == "succeeded" else "node2: health check timed out after 30s",
         nodes=nodes if nodes is not None else (
-            NodeRecord("node1", "a", f"1.{n - 1}.0", f"1.{n}.0", "updated", 12.5),
-            NodeRecord("node2", None, None, f"1.{n}.0", "updated", 11.25)))
+            NodeOutcome("node1", "a", f"1.{n - 1}.0", f"1.{n}.0", NodeResult.UPDATED, 12.5),
+            NodeOutcome("node2", None, None, f"1.{n}.0", NodeResult.UPDATED, 11.25)))
+
+
+def record(engines, r: HistoryRecord, *, keep: int = history.DEFAULT_KEEP) -> list[str]:
+    """Write r into the ledger of every engine, as a roll does under its lock; failed nodes."""
+    ledger = history.Ledger(r.env, r.service, keep=keep)
+    failed = []
+    for node, client in engines:
+        try:
+            ledger.append(node, client, r)
+        except Exception:  # noqa: BLE001 - an engine that does not answer
+            failed.append(node)
+    return failed
 
 
 # --- the record (no engine) -----------------------------------------------------------
@@ -117,7 +130,7 @@ def ledgers(client, env, service="hello"):
 def test_record_then_read_round_trips_newest_first(engine, env):
     nodes = [("node1", engine)]
     for n in (1, 3, 2):
-        assert history.record(nodes, rec(n, env=env)) == []
+        assert record(nodes, rec(n, env=env)) == []
     got = history.read(nodes, env, "hello")
     assert got == [rec(3, env=env), rec(2, env=env), rec(1, env=env)]
     found = ledgers(engine, env)
@@ -130,17 +143,17 @@ def test_record_then_read_round_trips_newest_first(engine, env):
 @lab
 def test_recording_the_same_deploy_again_replaces_it(engine, env):
     nodes = [("node1", engine)]
-    history.record(nodes, rec(1, env=env, result="failed"))
-    history.record(nodes, rec(1, env=env, result="succeeded"))
+    record(nodes, rec(1, env=env, result="failed"))
+    record(nodes, rec(1, env=env, result="succeeded"))
     assert [r.result for r in history.read(nodes, env)] == [Result.SUCCEEDED]
 
 
 @lab
 def test_service_filter_and_all_services(engine, env):
     nodes = [("node1", engine)]
-    history.record(nodes, rec(1, env=env, service="hello"))
-    history.record(nodes, rec(2, env=env, service="billing"))
-    history.record(nodes, rec(3, env=env + "x", service="hello"))  # another env: never seen
+    record(nodes, rec(1, env=env, service="hello"))
+    record(nodes, rec(2, env=env, service="billing"))
+    record(nodes, rec(3, env=env + "x", service="hello"))  # another env: never seen
     try:
         assert [r.deploy_id for r in history.read(nodes, env, "hello")] == ["deploy-0001"]
         assert [r.deploy_id for r in history.read(nodes, env, "billing")] == ["deploy-0002"]
@@ -155,8 +168,8 @@ def test_read_unions_ledgers_across_nodes_by_deploy_id(engine, env):
     # Two ledgers for the same env/service, as two nodes (or an interrupted
     # rotation) leave them: one by record(), one written by hand.
     nodes = [("node1", engine)]
-    history.record(nodes, rec(1, env=env))
-    history.record(nodes, rec(2, env=env))
+    record(nodes, rec(1, env=env))
+    record(nodes, rec(2, env=env))
     other = ledger_by_hand(engine, f"dockship-ledger-{env}-hello-elsewhere", env,
                            rec(2, env=env), rec(3, env=env))
     stateimage.put_files(engine, other, {f"{history.HISTORY_DIR}/junk.json": b"{not json"})
@@ -168,10 +181,10 @@ def test_read_unions_ledgers_across_nodes_by_deploy_id(engine, env):
 @lab
 def test_read_skips_an_unreachable_node_and_says_so(engine, env, tmp_path: Path):
     down = docker.DockerClient(base_url=f"unix://{tmp_path}/none.sock", version="1.41", timeout=5)
-    history.record([("node1", engine)], rec(1, env=env))
+    record([("node1", engine)], rec(1, env=env))
     got = history.read_all([("node1", engine), ("node2", down)], env)
     assert [r.deploy_id for r in got.records] == ["deploy-0001"] and got.failed == ("node2",)
-    assert history.record([("node1", engine), ("node2", down)], rec(2, env=env)) == ["node2"]
+    assert record([("node1", engine), ("node2", down)], rec(2, env=env)) == ["node2"]
     with pytest.raises(Unreachable, match="no node of environment .* answered"):
         history.read([("node2", down)], env)
 
@@ -180,17 +193,17 @@ def test_read_skips_an_unreachable_node_and_says_so(engine, env, tmp_path: Path)
 def test_ledger_is_pruned_to_the_newest_records_by_rotation(engine, env):
     nodes = [("node1", engine)]
     for n in range(1, 6):                       # keep=4 tolerates 5 before rotating
-        history.record(nodes, rec(n, env=env), keep=4)
+        record(nodes, rec(n, env=env), keep=4)
     first = ledgers(engine, env)
     assert len(first) == 1
     assert len(history.read(nodes, env)) == 5
-    history.record(nodes, rec(6, env=env), keep=4)
+    record(nodes, rec(6, env=env), keep=4)
     after = ledgers(engine, env)
     assert len(after) == 1 and after[0]["Id"] != first[0]["Id"]
     assert after[0]["Names"] == [f"/dockship-ledger-{env}-hello-n4"]
     assert [r.deploy_id for r in history.read(nodes, env)] == [
         "deploy-0006", "deploy-0005", "deploy-0004", "deploy-0003"]
-    history.record(nodes, rec(7, env=env), keep=4)   # back to normal appends
+    record(nodes, rec(7, env=env), keep=4)   # back to normal appends
     assert ledgers(engine, env)[0]["Id"] == after[0]["Id"]
     assert ledgers(engine, env)[0]["Names"] == [f"/dockship-ledger-{env}-hello-n5"]
 
@@ -199,7 +212,7 @@ def test_ledger_is_pruned_to_the_newest_records_by_rotation(engine, env):
 def test_a_ledger_without_a_count_in_its_name_is_folded_into_a_counted_one(engine, env):
     nodes = [("node1", engine)]
     ledger_by_hand(engine, f"dockship-ledger-{env}-hello", env, rec(1, env=env))   # no count
-    history.record(nodes, rec(2, env=env))
+    record(nodes, rec(2, env=env))
     (only,) = ledgers(engine, env)
     assert only["Names"] == [f"/dockship-ledger-{env}-hello-n2"]
     assert [r.deploy_id for r in history.read(nodes, env)] == ["deploy-0002", "deploy-0001"]
@@ -208,10 +221,10 @@ def test_a_ledger_without_a_count_in_its_name_is_folded_into_a_counted_one(engin
 @lab
 def test_rotation_folds_leftover_ledgers_back_into_one(engine, env):
     nodes = [("node1", engine)]
-    history.record(nodes, rec(1, env=env))
+    record(nodes, rec(1, env=env))
     ledger_by_hand(engine, f"dockship-ledger-{env}-hello-r0000dead", env,  # a cut-short rotation
                    rec(0, env=env))
-    history.record(nodes, rec(2, env=env))
+    record(nodes, rec(2, env=env))
     assert len(ledgers(engine, env)) == 1
     assert [r.deploy_id for r in history.read(nodes, env)] == [
         "deploy-0002", "deploy-0001", "deploy-0000"]
@@ -226,7 +239,7 @@ def test_concurrent_first_records_share_one_ledger(engine, env):
     def write(n: int) -> None:
         client = docker.from_env()
         barrier.wait()
-        errors.append(history.record([("node1", client)], rec(n, env=env)))
+        errors.append(record([("node1", client)], rec(n, env=env)))
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(1, 5)]
     for t in threads:
@@ -242,9 +255,9 @@ def test_concurrent_first_records_share_one_ledger(engine, env):
 def test_history_is_whole_when_each_node_saw_only_some_deploys(env, node_engines):
     nodes = node_engines[:2]
     try:
-        history.record(nodes[:1], rec(1, env=env))
-        history.record(nodes[1:], rec(2, env=env))
-        history.record(nodes, rec(3, env=env))
+        record(nodes[:1], rec(1, env=env))
+        record(nodes[1:], rec(2, env=env))
+        record(nodes, rec(3, env=env))
         assert [r.deploy_id for r in history.read(nodes, env, "hello")] == [
             "deploy-0003", "deploy-0002", "deploy-0001"]
     finally:

@@ -1,13 +1,13 @@
 """The roll report: fixed JSON keys (design §2) and a summary that says what happened."""
 
-from dockship.report import NodeReport, NodeResult, Result, RollReport
+from dockship.report import NodeOutcome, NodeResult, Result, RollReport
 
 
 def _report(result=Result.ROLLED_BACK):
-    nodes = (NodeReport("node1", "a", "1.0.0", "1.1.0", NodeResult.ROLLED_BACK, 4.2),
-             NodeReport("node2", "b", "1.0.0", "1.1.0", NodeResult.FAILED, 10.0,
+    nodes = (NodeOutcome("node1", "a", "1.0.0", "1.1.0", NodeResult.ROLLED_BACK, 4.2),
+             NodeOutcome("node2", "b", "1.0.0", "1.1.0", NodeResult.FAILED, 10.0,
                         reason="GET /health answered 503 (expected 200)", logs=("boom",)),
-             NodeReport("node3", "c", "1.0.0", "1.1.0", NodeResult.NOT_REACHED, 0.0))
+             NodeOutcome("node3", "c", "1.0.0", "1.1.0", NodeResult.NOT_REACHED, 0.0))
     return RollReport("roll", "stage", "hello", "1.1.0", "sha256:ab", result, "d1", nodes,
                       "2026-11-26T12:00:00+00:00", 15.5, "node2: GET /health answered 503", "node2")
 
