@@ -543,9 +543,9 @@ class Bench:
             sys.stderr.write("bench: run as root (the lab's engines and the bench nodes need it)\n")
             raise SystemExit(2)
         sys.path.insert(0, str(ROOT / "src"))
-        from dockship import lab as lab_mod
-        from dockship.lab.nodes import existing_nodes
-        from dockship.lab.paths import LabPaths
+        import dockship_lab as lab_mod
+        from dockship_lab.nodes import existing_nodes
+        from dockship_lab.paths import LabPaths
 
         st = lab_mod.status()
         up = st.up
@@ -725,17 +725,17 @@ class Bench:
 
     def fig_5(self, a: str, b: str) -> None:
         import importlib.util
-        if importlib.util.find_spec("dockship.lab.balancer") is None:
+        if importlib.util.find_spec("dockship_lab.balancer") is None:
             self.report.add(Row("5", "failed requests through the balancer during roll / rollback",
                                 "n/a (balancer not available)", "", "", "0 failed", "n/a"))
-            self.report.detail("fig 5: dockship.lab.balancer (balancer_up) is not in this tree, so "
+            self.report.detail("fig 5: dockship_lab.balancer (balancer_up) is not in this tree, so "
                                "there is no balancer to measure through")
             return
         self._fig_5_balancer(a, b)
 
     def _fig_5_balancer(self, a: str, b: str) -> None:
-        from dockship.lab.balancer import balancer_up
-        from dockship.lab.paths import LabPaths
+        from dockship_lab.balancer import balancer_up
+        from dockship_lab.paths import LabPaths
 
         nodes = list(self.lab.nodes)
         paths = LabPaths.default()
@@ -785,8 +785,8 @@ class Bench:
     # -- the bench nodes (figures 2 and 6) ----------------------------------------------------------
 
     def bench_up(self, count: int, old: str) -> None:
-        from dockship.lab.nodes import client_key, known_hosts_file, nodes_up
-        from dockship.lab.paths import LabPaths
+        from dockship_lab.nodes import client_key, known_hosts_file, nodes_up
+        from dockship_lab.paths import LabPaths
         self.bench_paths = LabPaths(root=BENCH_ROOT, run=BENCH_RUN,
                                     cache=Path("/var/cache/dockship-bench"), subnet=BENCH_SUBNET)
         log(f"bench nodes: bringing up {count} node engines on {BENCH_SUBNET}.0/24")
@@ -810,8 +810,8 @@ class Bench:
     def bench_down(self) -> None:
         if self.bench_paths is None:
             return
-        from dockship.lab.network import network_down
-        from dockship.lab.nodes import nodes_down
+        from dockship_lab.network import network_down
+        from dockship_lab.nodes import nodes_down
         if self.swarm_made:
             self.swarm_down()
         log("bench nodes: removing them")
@@ -1102,8 +1102,8 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def lb_down(self) -> None:
-        from dockship.lab.balancer import balancer_down
-        from dockship.lab.paths import LabPaths
+        from dockship_lab.balancer import balancer_down
+        from dockship_lab.paths import LabPaths
         balancer_down(LabPaths.default(), LB_NAME)
 
     def cleanup_build_engine(self) -> None:

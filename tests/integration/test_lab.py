@@ -23,13 +23,13 @@ import docker
 import pytest
 import requests
 
+import dockship_lab as lab
 from dockship import config as config_mod
-from dockship import lab
 from dockship.chef import ChefClient
-from dockship.lab import chefserver, labconfig, pypi, registry, tls
-from dockship.lab.baseimage import base_image_ref, tarball_path
-from dockship.lab.engine import lab_pid
-from dockship.lab.paths import LabPaths
+from dockship_lab import chefserver, labconfig, pypi, registry, tls
+from dockship_lab.baseimage import base_image_ref, tarball_path
+from dockship_lab.engine import lab_pid
+from dockship_lab.paths import LabPaths
 
 FIXED_KEYS = {"index_url", "index_upload_url", "registry", "base_image", "nodes", "ssh", "chef", "config"}
 TIMINGS: dict[str, float] = {}
@@ -239,7 +239,7 @@ def test_up_repairs_killed_services(first_up, paths):
 
 
 def _lab_netns(paths: LabPaths) -> list[str]:
-    from dockship.lab.network import name_prefix
+    from dockship_lab.network import name_prefix
 
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines()

@@ -30,10 +30,10 @@ import docker
 import pytest
 
 from dockship.errors import Unreachable
-from dockship.lab.network import network_down, network_up
-from dockship.lab.nodes import (LabNode, client_key, existing_nodes, known_hosts_file,
+from dockship_lab.network import network_down, network_up
+from dockship_lab.nodes import (LabNode, client_key, existing_nodes, known_hosts_file,
                                 node_healthy, nodes_down, nodes_up)
-from dockship.lab.paths import BRIDGE, LabPaths
+from dockship_lab.paths import BRIDGE, LabPaths
 from dockship.sshengine import HostKeyRejected, ssh_docker_client
 
 pytestmark = pytest.mark.lab  # root, docker.io and openssh-server: scripts/install-deps.sh

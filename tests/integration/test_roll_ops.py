@@ -487,7 +487,7 @@ with open(marker, "w") as f:
 
 def test_a_node_whose_engine_stops_mid_roll_fails_the_roll_and_the_others_are_put_back(
         fleet, tmp_path):
-    from dockship import lab as lab_mod
+    import dockship_lab as lab_mod
 
     hook = tmp_path / "stop_engine.py"
     hook.write_text(STOP_ENGINE_HOOK)

@@ -22,8 +22,8 @@ import requests
 
 from conftest import dockship, json_out
 from dockship.haproxy import RuntimeAPI
-from dockship.lab import balancer as lab_balancer
-from dockship.lab.paths import LabPaths
+from dockship_lab import balancer as lab_balancer
+from dockship_lab.paths import LabPaths
 from rollkit import make_fleet, refusing_hook, wait_for
 
 pytestmark = pytest.mark.lab

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import requests
 
-from dockship.lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import LabError, run
-from dockship.lab.tls import LabTLS
+from dockship_lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
+from dockship_lab.paths import LabPaths
+from dockship_lab.process import LabError, run
+from dockship_lab.tls import LabTLS
 
 AUTH_USER = "dockship"
 MANIFEST_TYPES = ", ".join([

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockship.lab.network import (delete_link, ipv4_addresses, link_exists, links, mac_for,
+from dockship_lab.network import (delete_link, ipv4_addresses, link_exists, links, mac_for,
                                   name_prefix, netns_name, network_up, veth_name)
-from dockship.lab.paths import BRIDGE, LabPaths
-from dockship.lab.process import (LabError, pid_alive, port_open, read_pid, run,
+from dockship_lab.paths import BRIDGE, LabPaths
+from dockship_lab.process import (LabError, pid_alive, port_open, read_pid, run,
                                   start_daemon, stop_daemon, wait_until)
 
 SSH_USER = "root"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockship.lab.paths import LabPaths
+from dockship_lab.paths import LabPaths
 
 
 @dataclass(frozen=True)

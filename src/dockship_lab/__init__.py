@@ -10,7 +10,9 @@ repaired. `status()` probes every component, so a crashed one shows as down.
 build engine it did not start.
 
 Nothing here prints: `up` reports each step to a `progress(step, detail)`
-callback, which the CLI renders.
+callback, which `dockship_lab.cli` renders. This package is the lab only:
+dockship itself never imports it; `dockship lab ...` reaches it through
+`command`, by name.
 """
 
 from __future__ import annotations
@@ -24,27 +26,33 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
 import requests
 
 from dockship.errors import UsageError
-from dockship.lab import balancer, chefserver, labconfig, pypi
-from dockship.lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
+from dockship_lab import balancer, chefserver, labconfig, pypi
+from dockship_lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
                                     ensure_tarball, tarball_path, verify_pull)
-from dockship.lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
+from dockship_lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
                                  engine_up)
-from dockship.lab.network import ipv4_addresses, link_exists, network_down, network_up
-from dockship.lab.nodes import SSH_USER, client_key, existing_nodes, known_hosts_file, nodes_down, nodes_up
-from dockship.lab.paths import BRIDGE, LabPaths
-from dockship.lab.process import LabError, run
-from dockship.lab.registry import (AUTH_USER, AUTHED, OPEN, PORTS, password_file, registries_down,
+from dockship_lab.network import ipv4_addresses, link_exists, network_down, network_up
+from dockship_lab.nodes import SSH_USER, client_key, existing_nodes, known_hosts_file, nodes_down, nodes_up
+from dockship_lab.paths import BRIDGE, LabPaths
+from dockship_lab.process import LabError, run
+from dockship_lab.registry import (AUTH_USER, AUTHED, OPEN, PORTS, password_file, registries_down,
                                    registries_up, registry_address, registry_answers)
-from dockship.lab.tls import LabTLS, ensure_tls, install_registry_ca, remove_registry_ca, tls_files
+from dockship_lab.tls import LabTLS, ensure_tls, install_registry_ca, remove_registry_ca, tls_files
 
-__all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "down", "status", "up"]
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+__all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "command", "down",
+           "status", "up"]
 
 Progress = Callable[[str, str], None]
 
@@ -142,6 +150,15 @@ class LabStatus:
             "balancer": self.balancer.to_json() if self.balancer else None,
             "up": {**asdict(self.up), "all": self.up.all_up},
         }
+
+
+# --- the command line -------------------------------------------------------
+
+def command(args: argparse.Namespace, err: Console) -> int:
+    """Run `dockship lab up|down|status` as parsed by dockship's CLI; the exit code."""
+    from dockship_lab.cli import command as run_command
+
+    return run_command(args, err)
 
 
 # --- helpers -----------------------------------------------------------------

@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 from dockship.chef import ChefClient, create_client, ensure_environment, ensure_role, upsert_node
 from dockship.errors import DockshipError
-from dockship.lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import LabError
+from dockship_lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
+from dockship_lab.paths import LabPaths
+from dockship_lab.process import LabError
 
 HOST = "127.0.0.1"
 PORT = 4545

@@ -22,8 +22,8 @@ import docker
 import docker.errors
 import requests
 
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import (LabError, port_open, read_pid, start_daemon, stop_daemon,
+from dockship_lab.paths import LabPaths
+from dockship_lab.process import (LabError, port_open, read_pid, start_daemon, stop_daemon,
                                   wait_until)
 
 DEFAULT_SOCKET = "/var/run/docker.sock"

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dockship.lab.paths import LabPaths
+from dockship_lab.paths import LabPaths
 
 CERTS_D = Path("/etc/docker/certs.d")
 CA_DAYS = 3650
