@@ -1,20 +1,17 @@
 """The ready `dockship.toml` for the lab (design §3), written by `lab up`.
 
 Environment `lab` lists the nodes; environment `lab-chef` finds the same
-nodes through the lab's Chef server. TOML is written by hand: every value
-goes through `json.dumps`, whose output for strings, numbers, booleans and
-lists of them is also valid TOML.
+nodes through the lab's Chef server. The file is written from plain data by
+`dockship.configfile`, the one config writer.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockship import configfile
 from dockship_lab.paths import LabPaths
 
 
@@ -52,100 +49,71 @@ def config_path(paths: LabPaths) -> Path:
     return paths.root / "dockship.toml"
 
 
-def _v(value: Any) -> str:
-    """A TOML value: json.dumps of str/int/bool/list-of-those is valid TOML."""
-    if isinstance(value, Path):
-        value = str(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _inline(pairs: Sequence[tuple[str, Any]]) -> str:
-    return "{ " + ", ".join(f"{k} = {_v(v)}" for k, v in pairs) + " }"
-
-
-def render(v: LabConfigValues, path: Path) -> str:
-    nodes = "\n".join(
-        "  " + _inline([("name", n.name), ("docker", n.docker), ("address", n.address),
-                        ("zone", n.zone), ("roles", ["web"])]) + ","
-        for n in v.nodes)
-    ssh = _inline([("user", v.ssh_user), ("key", v.ssh_key), ("known_hosts", v.ssh_known_hosts)])
-    chef = _inline([("url", v.chef_url), ("client", v.chef_client), ("key", v.chef_key),
-                    ("environment", v.chef_environment), ("docker", v.chef_docker)])
-    balancer = ""
+def data(v: LabConfigValues) -> dict[str, Any]:
+    """The lab config as the dict that is written out."""
+    ssh = {"user": v.ssh_user, "key": v.ssh_key, "known_hosts": v.ssh_known_hosts}
+    lab: dict[str, Any] = {
+        "nodes": [{"name": n.name, "docker": n.docker, "address": n.address, "zone": n.zone,
+                   "roles": ["web"]} for n in v.nodes],
+        "ssh": ssh,
+        "rollout": {"canary": 1, "batch": 1, "auto_rollback": True},
+    }
     if v.balancer_socket is not None:
-        balancer = f"""[environments.lab.balancer]
-# The lab's HAProxy ({v.balancer_url}) balances the nodes; each node is drained there
-# before its container stops and put back in service once the new one is healthy.
-kind = "haproxy"
-socket = {_v(v.balancer_socket)}
-backend = "hello"
+        lab["balancer"] = {"kind": "haproxy", "socket": v.balancer_socket, "backend": "hello"}
+    return {
+        "index": {"url": v.index_url},
+        "registry": {"url": v.registry},
+        "build": {"base_image": v.base_image},
+        "services": {"hello": {
+            "package": "hello-svc",
+            "image": "hello",
+            "port": 8000,
+            "role": "web",
+            "health": {"path": "/health", "status": 200},
+        }},
+        "environments": {
+            "lab": lab,
+            "lab-chef": {
+                "chef": {"url": v.chef_url, "client": v.chef_client, "key": v.chef_key,
+                         "environment": v.chef_environment, "docker": v.chef_docker},
+                "ssh": ssh,
+            },
+        },
+    }
 
-"""
+
+def comment(v: LabConfigValues, path: Path) -> str:
+    """The file's opening comment: how to use it, and what each table is."""
+    balancer = (f"; the lab's HAProxy ({v.balancer_url}) balances\n"
+                "                   the nodes: each is drained there before its container stops"
+                if v.balancer_socket is not None else "")
     return f"""\
-# dockship configuration for the local lab, written by `dockship lab up`.
-# It is rewritten by every `lab up` and removed by `lab down`: copy it before editing.
-# Use it with:  dockship --config {path} roll --env lab   (or DOCKSHIP_CONFIG={path})
-#
-# Lab services this file points at:
-#   package index  {v.index_url}  (upload with: twine upload --repository-url {v.index_upload_url} dist/*)
-#   registry       {v.registry}  (TLS by the lab CA {v.ca_bundle}, no auth)
-#   registry+auth  {v.registry_auth}  (user "dockship", password in {v.registry_password_file})
-#   Chef server    {v.chef_url}
+dockship configuration for the local lab, written by `dockship lab up`.
+It is rewritten by every `lab up` and removed by `lab down`: copy it before editing.
+Use it with:  dockship --config {path} roll --env lab   (or DOCKSHIP_CONFIG={path})
 
-[index]
-# PEP 503 simple index the service packages are installed from (pypiserver).
-url = {_v(v.index_url)}
+Lab services this file points at:
+  package index  {v.index_url}  (upload with: twine upload --repository-url {v.index_upload_url} dist/*)
+  registry       {v.registry}  (TLS by the lab CA {v.ca_bundle}, no auth)
+  registry+auth  {v.registry_auth}  (user "dockship", password in {v.registry_password_file})
+  Chef server    {v.chef_url}
 
-[registry]
-# Images are pushed and pulled as {{registry}}/{{image}}:{{tag}}. The build engine and
-# every node reach the registry at this one address; engines trust it through
-# /etc/docker/certs.d/{v.registry}/ca.crt.
-url = {_v(v.registry)}
-
-[build]
-# Python base image made by the lab from Debian bookworm packages (no Docker Hub here).
-base_image = {_v(v.base_image)}
-# template: the Dockerfile template shipped with dockship (set `template` to use your own).
-
-[services.hello]
-# The example service: the `hello-svc` package on the lab index.
-package = "hello-svc"
-image = "hello"
-port = 8000                 # container port, published on the node
-role = "web"                # runs on nodes with role "web"
-
-[services.hello.health]
-path = "/health"            # must answer 200 within `timeout` s, then stay healthy `min_healthy` s
-status = 200
-
-[environments.lab]
-# The lab nodes: each its own Docker engine, reached over SSH with the lab's key.
-nodes = [
-{nodes}
-]
-ssh = {ssh}
-
-[environments.lab.rollout]
-canary = 1                  # the first node is rolled alone
-batch = 1                   # then one node at a time
-auto_rollback = true        # a failure puts every already-updated node back
-
-{balancer}[environments.lab-chef]
-# The same nodes, found in the lab's Chef server (goiardi) instead of listed:
-# role:web AND chef_environment:lab, address from automatic.ipaddress, zone from normal.zone.
-chef = {chef}
-ssh = {ssh}
-"""
+[index]            the PEP 503 simple index (pypiserver) the service packages are installed from
+[registry]         images are pushed and pulled as {{registry}}/{{image}}:{{tag}}; the build engine
+                   and every node reach it at this one address and trust it through
+                   /etc/docker/certs.d/{v.registry}/ca.crt
+[build]            a Python base image made by the lab from Debian bookworm packages (no Docker
+                   Hub here); no `template`: the Dockerfile template shipped with dockship
+[services.hello]   the example service: package hello-svc on the lab index, port 8000 published
+                   on nodes with role "web"; healthy once /health answers 200
+[environments.lab] the lab nodes, each its own Docker engine reached over SSH with the lab's key;
+                   the first node alone, then one at a time, every updated node put back on a
+                   failure{balancer}
+[environments.lab-chef]  the same nodes found in the lab's Chef server (goiardi):
+                   role:web AND chef_environment:lab, address from automatic.ipaddress"""
 
 
 def write_config(paths: LabPaths, values: LabConfigValues) -> Path:
     """Write the lab's dockship.toml (atomically) and return its path."""
     path = config_path(paths)
-    text = render(values, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.read_text() == text:
-        return path
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return configfile.write(path, data(values), comment=comment(values, path))
