@@ -294,51 +294,43 @@ def remove_plain_leftovers(nodes: list[Node], keep: dict[str, str]) -> None:
 
 # --- configs ---------------------------------------------------------------------------------
 
-def toml_value(v: Any) -> str:
-    return json.dumps(v)
-
-
-def write_config(path: Path, lab: Lab, *, env: str, service: str, package: str, image: str,
-                 nodes: list[Node], ssh_key: str, known_hosts: str, health: dict,
-                 rollout: dict, hooks: dict | None = None) -> Path:
-    node_lines = ",\n".join(
-        f'  {{ name = "{n.name}", docker = "{n.docker}", address = "{n.address}", '
-        f'zone = "{n.zone}", roles = ["web"] }}' for n in nodes)
+def config_data(lab: Lab, *, env: str, service: str, package: str, image: str,
+                nodes: list[Node], ssh_key: str, known_hosts: str, health: dict,
+                rollout: dict, hooks: dict | None = None, balancer: dict | None = None) -> dict:
     port = PORTS[service]
-    text = f"""# written by bench/run.py
-[index]
-url = {toml_value(lab.index_url)}
-[registry]
-url = {toml_value(lab.registry)}
-[build]
-base_image = {toml_value(lab.base_image)}
-
-[services.{service}]
-package = {toml_value(package)}
-image = {toml_value(image)}
-port = {port}
-role = "web"
-command = ["hello-svc"]
-env = {{ PORT = "{port}" }}
-stop_timeout = 10
-
-[services.{service}.health]
-{chr(10).join(f"{k} = {toml_value(v)}" for k, v in health.items())}
-
-[environments.{env}]
-nodes = [
-{node_lines}
-]
-ssh = {{ user = "root", key = {toml_value(ssh_key)}, known_hosts = {toml_value(known_hosts)} }}
-
-[environments.{env}.rollout]
-{chr(10).join(f"{k} = {toml_value(v)}" for k, v in rollout.items())}
-"""
+    environment: dict[str, Any] = {
+        "nodes": [{"name": n.name, "docker": n.docker, "address": n.address, "zone": n.zone,
+                   "roles": ["web"]} for n in nodes],
+        "ssh": {"user": "root", "key": ssh_key, "known_hosts": known_hosts},
+        "rollout": rollout,
+    }
     if hooks:
-        text += f"\n[environments.{env}.hooks]\n" + "\n".join(
-            f"{k} = {toml_value(v)}" for k, v in hooks.items()) + "\n"
-    path.write_text(text)
-    return path
+        environment["hooks"] = hooks
+    if balancer:
+        environment["balancer"] = balancer
+    return {
+        "index": {"url": lab.index_url},
+        "registry": {"url": lab.registry},
+        "build": {"base_image": lab.base_image},
+        "services": {service: {
+            "package": package,
+            "image": image,
+            "port": port,
+            "role": "web",
+            "command": ["hello-svc"],
+            "env": {"PORT": str(port)},
+            "stop_timeout": 10,
+            "health": health,
+        }},
+        "environments": {env: environment},
+    }
+
+
+def write_config(path: Path, lab: Lab, **kw: Any) -> Path:
+    """A dockship.toml for one bench service (keywords: config_data's)."""
+    from dockship import configfile
+
+    return configfile.write(path, config_data(lab, **kw), comment="written by bench/run.py")
 
 
 class Load:
@@ -746,11 +738,9 @@ class Bench:
         health = {"path": "/health", "timeout": 30, "min_healthy": 1, "interval": 0.25}
         cfg = self.config("lb", env=ENV_MAIN, service=SVC_LB, nodes=nodes, ssh_key=self.lab.ssh_key,
                           known_hosts=self.lab.known_hosts, health=health,
-                          rollout={"canary": 1, "batch": 1})
-        with open(cfg, "a") as f:
-            f.write(f'\n[environments.{ENV_MAIN}.balancer]\nkind = "haproxy"\n'
-                    f'socket = {toml_value(lb.socket)}\nbackend = {toml_value(lb.backend)}\n'
-                    f'server = "{{name}}"\n')
+                          rollout={"canary": 1, "batch": 1},
+                          balancer={"kind": "haproxy", "socket": lb.socket, "backend": lb.backend,
+                                    "server": "{name}"})
         dockship(cfg, "roll", "--env", ENV_MAIN, "--service", SVC_LB, "--tag", a)
         for n in nodes:
             wait_http(f"http://{n.address}:{PORTS[SVC_LB]}/", want_version=a)
