@@ -294,51 +294,43 @@ def remove_plain_leftovers(nodes: list[Node], keep: dict[str, str]) -> None:
 
 # --- configs ---------------------------------------------------------------------------------
 
-def toml_value(v: Any) -> str:
-    return json.dumps(v)
-
-
-def write_config(path: Path, lab: Lab, *, env: str, service: str, package: str, image: str,
-                 nodes: list[Node], ssh_key: str, known_hosts: str, health: dict,
-                 rollout: dict, hooks: dict | None = None) -> Path:
-    node_lines = ",\n".join(
-        f'  {{ name = "{n.name}", docker = "{n.docker}", address = "{n.address}", '
-        f'zone = "{n.zone}", roles = ["web"] }}' for n in nodes)
+def config_data(lab: Lab, *, env: str, service: str, package: str, image: str,
+                nodes: list[Node], ssh_key: str, known_hosts: str, health: dict,
+                rollout: dict, hooks: dict | None = None, balancer: dict | None = None) -> dict:
     port = PORTS[service]
-    text = f"""# written by bench/run.py
-[index]
-url = {toml_value(lab.index_url)}
-[registry]
-url = {toml_value(lab.registry)}
-[build]
-base_image = {toml_value(lab.base_image)}
-
-[services.{service}]
-package = {toml_value(package)}
-image = {toml_value(image)}
-port = {port}
-role = "web"
-command = ["hello-svc"]
-env = {{ PORT = "{port}" }}
-stop_timeout = 10
-
-[services.{service}.health]
-{chr(10).join(f"{k} = {toml_value(v)}" for k, v in health.items())}
-
-[environments.{env}]
-nodes = [
-{node_lines}
-]
-ssh = {{ user = "root", key = {toml_value(ssh_key)}, known_hosts = {toml_value(known_hosts)} }}
-
-[environments.{env}.rollout]
-{chr(10).join(f"{k} = {toml_value(v)}" for k, v in rollout.items())}
-"""
+    environment: dict[str, Any] = {
+        "nodes": [{"name": n.name, "docker": n.docker, "address": n.address, "zone": n.zone,
+                   "roles": ["web"]} for n in nodes],
+        "ssh": {"user": "root", "key": ssh_key, "known_hosts": known_hosts},
+        "rollout": rollout,
+    }
     if hooks:
-        text += f"\n[environments.{env}.hooks]\n" + "\n".join(
-            f"{k} = {toml_value(v)}" for k, v in hooks.items()) + "\n"
-    path.write_text(text)
-    return path
+        environment["hooks"] = hooks
+    if balancer:
+        environment["balancer"] = balancer
+    return {
+        "index": {"url": lab.index_url},
+        "registry": {"url": lab.registry},
+        "build": {"base_image": lab.base_image},
+        "services": {service: {
+            "package": package,
+            "image": image,
+            "port": port,
+            "role": "web",
+            "command": ["hello-svc"],
+            "env": {"PORT": str(port)},
+            "stop_timeout": 10,
+            "health": health,
+        }},
+        "environments": {env: environment},
+    }
+
+
+def write_config(path: Path, lab: Lab, **kw: Any) -> Path:
+    """A dockship.toml for one bench service (keywords: config_data's)."""
+    from dockship import configfile
+
+    return configfile.write(path, config_data(lab, **kw), comment="written by bench/run.py")
 
 
 class Load:
@@ -543,9 +535,9 @@ class Bench:
             sys.stderr.write("bench: run as root (the lab's engines and the bench nodes need it)\n")
             raise SystemExit(2)
         sys.path.insert(0, str(ROOT / "src"))
-        from dockship import lab as lab_mod
-        from dockship.lab.nodes import existing_nodes
-        from dockship.lab.paths import LabPaths
+        import dockship_lab as lab_mod
+        from dockship_lab.nodes import existing_nodes
+        from dockship_lab.paths import LabPaths
 
         st = lab_mod.status()
         up = st.up
@@ -725,17 +717,17 @@ class Bench:
 
     def fig_5(self, a: str, b: str) -> None:
         import importlib.util
-        if importlib.util.find_spec("dockship.lab.balancer") is None:
+        if importlib.util.find_spec("dockship_lab.balancer") is None:
             self.report.add(Row("5", "failed requests through the balancer during roll / rollback",
                                 "n/a (balancer not available)", "", "", "0 failed", "n/a"))
-            self.report.detail("fig 5: dockship.lab.balancer (balancer_up) is not in this tree, so "
+            self.report.detail("fig 5: dockship_lab.balancer (balancer_up) is not in this tree, so "
                                "there is no balancer to measure through")
             return
         self._fig_5_balancer(a, b)
 
     def _fig_5_balancer(self, a: str, b: str) -> None:
-        from dockship.lab.balancer import balancer_up
-        from dockship.lab.paths import LabPaths
+        from dockship_lab.balancer import balancer_up
+        from dockship_lab.paths import LabPaths
 
         nodes = list(self.lab.nodes)
         paths = LabPaths.default()
@@ -746,11 +738,9 @@ class Bench:
         health = {"path": "/health", "timeout": 30, "min_healthy": 1, "interval": 0.25}
         cfg = self.config("lb", env=ENV_MAIN, service=SVC_LB, nodes=nodes, ssh_key=self.lab.ssh_key,
                           known_hosts=self.lab.known_hosts, health=health,
-                          rollout={"canary": 1, "batch": 1})
-        with open(cfg, "a") as f:
-            f.write(f'\n[environments.{ENV_MAIN}.balancer]\nkind = "haproxy"\n'
-                    f'socket = {toml_value(lb.socket)}\nbackend = {toml_value(lb.backend)}\n'
-                    f'server = "{{name}}"\n')
+                          rollout={"canary": 1, "batch": 1},
+                          balancer={"kind": "haproxy", "socket": lb.socket, "backend": lb.backend,
+                                    "server": "{name}"})
         dockship(cfg, "roll", "--env", ENV_MAIN, "--service", SVC_LB, "--tag", a)
         for n in nodes:
             wait_http(f"http://{n.address}:{PORTS[SVC_LB]}/", want_version=a)
@@ -785,8 +775,8 @@ class Bench:
     # -- the bench nodes (figures 2 and 6) ----------------------------------------------------------
 
     def bench_up(self, count: int, old: str) -> None:
-        from dockship.lab.nodes import client_key, known_hosts_file, nodes_up
-        from dockship.lab.paths import LabPaths
+        from dockship_lab.nodes import client_key, known_hosts_file, nodes_up
+        from dockship_lab.paths import LabPaths
         self.bench_paths = LabPaths(root=BENCH_ROOT, run=BENCH_RUN,
                                     cache=Path("/var/cache/dockship-bench"), subnet=BENCH_SUBNET)
         log(f"bench nodes: bringing up {count} node engines on {BENCH_SUBNET}.0/24")
@@ -810,8 +800,8 @@ class Bench:
     def bench_down(self) -> None:
         if self.bench_paths is None:
             return
-        from dockship.lab.network import network_down
-        from dockship.lab.nodes import nodes_down
+        from dockship_lab.network import network_down
+        from dockship_lab.nodes import nodes_down
         if self.swarm_made:
             self.swarm_down()
         log("bench nodes: removing them")
@@ -1102,8 +1092,8 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def lb_down(self) -> None:
-        from dockship.lab.balancer import balancer_down
-        from dockship.lab.paths import LabPaths
+        from dockship_lab.balancer import balancer_down
+        from dockship_lab.paths import LabPaths
         balancer_down(LabPaths.default(), LB_NAME)
 
     def cleanup_build_engine(self) -> None:

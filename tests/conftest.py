@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 @pytest.fixture(scope="session")
 def lab() -> dict:
     """The lab's status JSON after an idempotent `lab up`."""
-    from dockship import lab as lab_mod
+    import dockship_lab as lab_mod
 
     if os.geteuid() != 0:
         pytest.fail("the lab needs root (network namespaces, engines); run the tests as root")
@@ -49,7 +49,7 @@ def node_engines(lab) -> list:
     """(name, client) for every lab node engine, over its local socket."""
     import docker
 
-    from dockship.lab.paths import LabPaths
+    from dockship_lab.paths import LabPaths
 
     found = []
     for sock in sorted(LabPaths.default().run.glob("node*/docker.sock")):

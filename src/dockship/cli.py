@@ -79,12 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     up = labsub.add_parser("up", help="bring the lab up (idempotent)")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     up.add_argument("--json", action="store_true", help="print the lab status as JSON on stdout")
-    up.set_defaults(func=_lab_up)
+    up.set_defaults(func=_lab)
     down = labsub.add_parser("down", help="stop and remove the whole lab")
-    down.set_defaults(func=_lab_down)
+    down.set_defaults(func=_lab)
     st = labsub.add_parser("status", help="what the lab runs, and where")
     st.add_argument("--json", action="store_true", help="print as JSON on stdout")
-    st.set_defaults(func=_lab_status)
+    st.set_defaults(func=_lab)
     return p
 
 
@@ -240,45 +240,17 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lab_up(args: argparse.Namespace) -> int:
-    from dockship import lab
+def _lab(args: argparse.Namespace) -> int:
+    """`dockship lab ...` runs the lab package, which the product itself never imports."""
+    import importlib
 
-    if args.nodes < 1:
-        raise _usage("--nodes must be at least 1")
-    status = lab.up(nodes=args.nodes, progress=lambda step, detail="": err.print(
-        f"[bold]›[/] {escape(step)}" + (f" [dim]{escape(detail)}[/]" if detail else "")))
-    _print_lab(status.to_json(), args.json)
-    return 0
-
-
-def _lab_down(args: argparse.Namespace) -> int:
-    from dockship import lab
-
-    lab.down()
-    err.print("[green]✓[/] lab removed")
-    return 0
-
-
-def _lab_status(args: argparse.Namespace) -> int:
-    from dockship import lab
-
-    _print_lab(lab.status().to_json(), args.json)
-    return 0
-
-
-def _print_lab(data: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        _emit_json(data)
-        return
-    err.print(f"index     {data.get('index_url')}")
-    err.print(f"registry  {data.get('registry')}")
-    err.print(f"base      {data.get('base_image')}")
-    err.print(f"chef      {(data.get('chef') or {}).get('url')}")
-    if data.get("balancer"):
-        err.print(f"balancer  {data['balancer'].get('url')}  (HAProxy, runtime API {data['balancer'].get('socket')})")
-    for node in data.get("nodes", []):
-        err.print(f"node      {node['name']:8} {node['address']:15} zone {node['zone']}  {node['docker']}")
-    err.print(f"config    {data.get('config')}")
+    try:
+        lab = importlib.import_module("dockship_lab")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dockship_lab":
+            raise
+        raise _usage("the lab is not installed; install it with: pip install 'dockship[lab]'") from None
+    return lab.command(args, err)
 
 
 def _usage(message: str) -> DockshipError:

@@ -6,7 +6,6 @@ modules never see each other's containers and a lab can be reused across runs.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import docker.errors
 import requests
 
 from conftest import dockship, json_out
+from dockship import configfile
 
 
 class Engine(docker.DockerClient):
@@ -88,52 +88,42 @@ class Fleet:
         return dockship("--config", str(self.config), "roll", "--env", "lab",
                         "--service", self.service, *args, env=env)
 
-    def write_config(self, path: Path | None = None, *, hooks: dict | None = None,
-                     health: dict | None = None, rollout: dict | None = None,
-                     extra_env: str = "") -> Path:
+    def config_data(self, *, hooks: dict | None = None, health: dict | None = None,
+                    rollout: dict | None = None, balancer: dict | None = None) -> dict:
+        """The module's config (environment `lab`, this service only) as data to edit or write."""
         lab = self.lab
-        health = {"path": "/health", "timeout": 10, "min_healthy": 1, "interval": 0.25,
-                  **(health or {})}
-        rollout = {"canary": 1, "batch": 1, "auto_rollback": True, **(rollout or {})}
-        nodes = ",\n".join(
-            f'  {{ name = "{n["name"]}", docker = "{n["docker"]}", address = "{n["address"]}", '
-            f'zone = "{n["zone"]}", roles = ["web"] }}' for n in lab["nodes"])
-        text = f"""
-[index]
-url = {json.dumps(lab["index_url"])}
-[registry]
-url = {json.dumps(lab["registry"])}
-[build]
-base_image = {json.dumps(lab["base_image"])}
-
-[services.{self.service}]
-package = {json.dumps(self.package)}
-image = {json.dumps(self.image)}
-port = {self.port}
-role = "web"
-command = ["hello-svc"]
-env = {{ PORT = "{self.port}" }}
-stop_timeout = 5
-
-[services.{self.service}.health]
-{_toml_table(health)}
-
-[environments.lab]
-nodes = [
-{nodes}
-]
-ssh = {{ user = "root", key = {json.dumps(lab["ssh"]["key"])}, known_hosts = {json.dumps(lab["ssh"]["known_hosts"])} }}
-
-[environments.lab.rollout]
-{_toml_table(rollout)}
-"""
+        env: dict = {
+            "nodes": [{"name": n["name"], "docker": n["docker"], "address": n["address"],
+                       "zone": n["zone"], "roles": ["web"]} for n in lab["nodes"]],
+            "ssh": {"user": "root", "key": lab["ssh"]["key"],
+                    "known_hosts": lab["ssh"]["known_hosts"]},
+            "rollout": {"canary": 1, "batch": 1, "auto_rollback": True, **(rollout or {})},
+        }
         if hooks:
-            text += "\n[environments.lab.hooks]\n" + "\n".join(
-                f"{k} = {json.dumps(v)}" for k, v in hooks.items()) + "\n"
-        text += extra_env
-        target = path or self.config
-        target.write_text(text)
-        return target
+            env["hooks"] = hooks
+        if balancer:
+            env["balancer"] = balancer
+        return {
+            "index": {"url": lab["index_url"]},
+            "registry": {"url": lab["registry"]},
+            "build": {"base_image": lab["base_image"]},
+            "services": {self.service: {
+                "package": self.package,
+                "image": self.image,
+                "port": self.port,
+                "role": "web",
+                "command": ["hello-svc"],
+                "env": {"PORT": str(self.port)},
+                "stop_timeout": 5,
+                "health": {"path": "/health", "timeout": 10, "min_healthy": 1, "interval": 0.25,
+                           **(health or {})},
+            }},
+            "environments": {"lab": env},
+        }
+
+    def write_config(self, path: Path | None = None, **parts) -> Path:
+        """Write config_data(**parts) to `path` (default: the module's config)."""
+        return configfile.write(path or self.config, self.config_data(**parts))
 
 
 def refusing_hook(path: Path, node: str) -> Path:
@@ -142,10 +132,6 @@ def refusing_hook(path: Path, node: str) -> Path:
                     "exit 0\n")
     path.chmod(0o755)
     return path
-
-
-def _toml_table(values: dict) -> str:
-    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
 
 
 def make_fleet(lab: dict, run_id: str, tmp: Path, *, prefix: str, port: int,

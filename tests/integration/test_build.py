@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import requests
 
 from conftest import dockship, json_out
+from dockship import configfile
 from dockship.registry import RegistryClient
 from dockship.template import load_template
 
@@ -18,19 +18,16 @@ pytestmark = pytest.mark.lab
 
 def write_config(path: Path, lab: dict, package: str, *, registry: str | None = None,
                  template: str | None = None, index_url: str | None = None) -> Path:
-    lines = [
-        "[index]", f"url = {json.dumps(index_url or lab['index_url'])}",
-        "[registry]", f"url = {json.dumps(registry or lab['registry'])}",
-        "[build]", f"base_image = {json.dumps(lab['base_image'])}",
-    ]
+    build = {"base_image": lab["base_image"]}
     if template:
-        lines.append(f"template = {json.dumps(template)}")
-    lines += [
-        "[services.svc]", f"package = {json.dumps(package)}", f"image = {json.dumps(image_of(package))}",
-        "port = 8000", 'command = ["hello-svc"]',
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        build["template"] = template
+    return configfile.write(path, {
+        "index": {"url": index_url or lab["index_url"]},
+        "registry": {"url": registry or lab["registry"]},
+        "build": build,
+        "services": {"svc": {"package": package, "image": image_of(package), "port": 8000,
+                             "command": ["hello-svc"]}},
+    })
 
 
 def image_of(package: str) -> str:

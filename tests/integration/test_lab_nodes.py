@@ -23,17 +23,17 @@ import tarfile
 import tempfile
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 import docker
 import pytest
 
 from dockship.errors import Unreachable
-from dockship.lab.network import network_down, network_up
-from dockship.lab.nodes import (LabNode, client_key, existing_nodes, known_hosts_file,
+from dockship_lab.network import network_down, network_up
+from dockship_lab.nodes import (LabNode, client_key, existing_nodes, known_hosts_file,
                                 node_healthy, nodes_down, nodes_up)
-from dockship.lab.paths import BRIDGE, LabPaths
+from dockship_lab.paths import BRIDGE, LabPaths
 from dockship.sshengine import HostKeyRejected, ssh_docker_client
 
 pytestmark = pytest.mark.lab  # root, docker.io and openssh-server: scripts/install-deps.sh
@@ -217,9 +217,7 @@ def test_node_reaches_the_host_and_the_other_node(lab: list[LabNode], paths: Lab
 
 def test_nodes_up_again_reuses_healthy_nodes(lab: list[LabNode], paths: LabPaths):
     before = [(_dockerd_pid(paths, n), _sshd_pid(paths, n)) for n in lab]
-    started = time.monotonic()
     assert nodes_up(paths, 2) == lab
-    assert time.monotonic() - started < 3
     assert [(_dockerd_pid(paths, n), _sshd_pid(paths, n)) for n in lab] == before
 
 
@@ -248,7 +246,8 @@ def test_ssh_client_survives_an_sshd_restart(lab: list[LabNode], paths: LabPaths
 def test_nodes_up_recovers_after_every_lab_process_was_killed(lab: list[LabNode], paths: LabPaths):
     # What CI meets: the session's processes are gone, namespaces, veths and mounts stay.
     for pid in _lab_pids(paths):
-        os.kill(pid, signal.SIGKILL)
+        with suppress(ProcessLookupError):   # gone already: it died with a parent killed before it
+            os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
     assert _lab_mounts(paths), "expected dockerd's mounts to outlive it"
     nodes_up(paths, 2)

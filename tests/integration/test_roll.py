@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import dockship, json_out
+from dockship import configfile
 from rollkit import make_fleet, refusing_hook
 
 pytestmark = pytest.mark.lab
@@ -208,9 +209,9 @@ def test_nodes_pull_from_an_authenticated_registry_with_the_build_side_credentia
     password = open(auth["password_file"]).read().strip()
     creds = {"DOCKSHIP_REGISTRY_USER": auth["user"], "DOCKSHIP_REGISTRY_PASSWORD": password}
     roll_json(fleet, "--tag", "1.1.0")
-    config = fleet.write_config(tmp_path / "dockship.toml")
-    config.write_text(config.read_text().replace(f'url = "{fleet.lab["registry"]}"',
-                                                 f'url = "{auth["url"]}"'))
+    data = fleet.config_data()
+    data["registry"]["url"] = auth["url"]
+    config = configfile.write(tmp_path / "dockship.toml", data)
     built = json_out(dockship("--config", str(config), "build", fleet.package, "1.0.0", "--json",
                               env=creds))
     assert built["image"].startswith(auth["url"] + "/")

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dockship
+from dockship import configfile
 from dockship import lock as lockmod
 from dockship.lock import DeployLock, docker_stores, read_lock
 from rollkit import make_fleet, wait_for
@@ -129,14 +130,12 @@ def chef_config(fleet, path: Path, **chef_overrides) -> Path:
             "key": fleet.lab["chef"]["key"], "environment": "lab",
             "docker": "ssh://root@{address}", **chef_overrides}
     role = chef.pop("role", "web")
-    text = fleet.write_config(path).read_text()
-    inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in chef.items())
-    text, swapped = re.subn(r"(?ms)^nodes = \[\n.*?^\]\n", f"chef = {{ {inline} }}\n", text)
-    assert swapped == 1, text
-    text, roles = re.subn(r'(?m)^role = "web"$', f"role = {json.dumps(role)}", text)
-    assert roles == 1, text
-    path.write_text(text)
-    return path
+    data = fleet.config_data()
+    env = data["environments"]["lab"]
+    del env["nodes"]
+    env["chef"] = chef
+    data["services"][fleet.service]["role"] = role
+    return configfile.write(path, data)
 
 
 # -- 1. the deploy lock ----------------------------------------------------------------------
@@ -375,11 +374,9 @@ def test_make_rollback_rolls_the_given_tag_and_without_tag_prints_usage_and_exit
 def test_an_empty_known_hosts_file_refuses_the_nodes_exits_2_and_changes_nothing(fleet, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("")
-    config = fleet.write_config(tmp_path / "strict.toml")
-    text = config.read_text().replace(json.dumps(fleet.lab["ssh"]["known_hosts"]),
-                                      json.dumps(str(known)))
-    assert str(known) in text
-    config.write_text(text)
+    data = fleet.config_data()
+    data["environments"]["lab"]["ssh"]["known_hosts"] = known
+    config = configfile.write(tmp_path / "strict.toml", data)
     before = snapshot(fleet)
     proc = fleet_roll(config, "--tag", "1.1.0")
     assert proc.returncode == 2, proc.stderr
@@ -487,7 +484,7 @@ with open(marker, "w") as f:
 
 def test_a_node_whose_engine_stops_mid_roll_fails_the_roll_and_the_others_are_put_back(
         fleet, tmp_path):
-    from dockship import lab as lab_mod
+    import dockship_lab as lab_mod
 
     hook = tmp_path / "stop_engine.py"
     hook.write_text(STOP_ENGINE_HOOK)

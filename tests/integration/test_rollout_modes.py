@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 
 from conftest import dockship, json_out
+from dockship import configfile
 from rollkit import make_fleet
 
 pytestmark = pytest.mark.lab
@@ -108,13 +110,12 @@ def test_an_unknown_zone_is_bad_input(fleet):
 
 
 def test_an_environment_with_two_services_rolls_each_and_reports_both(fleet, tmp_path):
-    config = fleet.write_config(tmp_path / "dockship.toml")
-    text = config.read_text()
-    second = text[text.index(f"[services.{fleet.service}]"):text.index("[environments.lab]")]
-    second = (second.replace(f"[services.{fleet.service}", f"[services.{fleet.service}two")
-              .replace(f"port = {fleet.port}", f"port = {fleet.port + 1}")
-              .replace(f'PORT = "{fleet.port}"', f'PORT = "{fleet.port + 1}"'))
-    config.write_text(text.replace("[environments.lab]", second + "[environments.lab]", 1))
+    data = fleet.config_data()
+    second = copy.deepcopy(data["services"][fleet.service])
+    second["port"] = fleet.port + 1
+    second["env"]["PORT"] = str(fleet.port + 1)
+    data["services"][f"{fleet.service}two"] = second
+    config = configfile.write(tmp_path / "dockship.toml", data)
     try:
         out = json_out(dockship("--config", str(config), "roll", "--env", "lab", "--json"))
         assert [s["service"] for s in out["services"]] == [fleet.service, f"{fleet.service}two"]

@@ -22,8 +22,8 @@ import requests
 
 from conftest import dockship, json_out
 from dockship.haproxy import RuntimeAPI
-from dockship.lab import balancer as lab_balancer
-from dockship.lab.paths import LabPaths
+from dockship_lab import balancer as lab_balancer
+from dockship_lab.paths import LabPaths
 from rollkit import make_fleet, refusing_hook, wait_for
 
 pytestmark = pytest.mark.lab
@@ -112,18 +112,17 @@ def lb(lab, fleet):
     lab_balancer.balancer_down(paths, fleet.service)
 
 
-def balancer_table(info, **extra) -> str:
-    values = {"kind": "haproxy", "socket": info.socket, "drain_timeout": 10, "ready_timeout": 20,
-              **extra}
-    return "\n[environments.lab.balancer]\n" + "\n".join(
-        f"{k} = {json.dumps(v)}" for k, v in values.items()) + "\n"
+def balancer_table(info, **extra) -> dict:
+    """`[environments.lab.balancer]` for this module's HAProxy."""
+    return {"kind": "haproxy", "socket": info.socket, "drain_timeout": 10, "ready_timeout": 20,
+            **extra}
 
 
 @pytest.fixture(scope="module")
 def balanced(fleet, lb, tmp_path_factory):
     """The config with the balancer table; version 1.0.0 on every node and UP in HAProxy."""
     config = fleet.write_config(tmp_path_factory.mktemp("balanced") / "dockship.toml",
-                                extra_env=balancer_table(lb))
+                                balancer=balancer_table(lb))
     report = json_out(dockship("--config", str(config), "roll", "--env", "lab", "--service",
                                fleet.service, "--tag", "1.0.0", "--json"))
     assert report["result"] == "succeeded"
@@ -170,7 +169,7 @@ def test_a_rollback_under_load_drops_no_request(fleet, lb, balanced):
 def test_an_automatic_rollback_under_load_drops_no_request(fleet, lb, tmp_path):
     hook = refusing_hook(tmp_path / "fail-on-node3", "node3")
     config = fleet.write_config(tmp_path / "dockship.toml", hooks={"pre_node": [str(hook)]},
-                                extra_env=balancer_table(lb))
+                                balancer=balancer_table(lb))
     with Load(lb.frontend_url + "/") as load:
         report, _ = roll(config, fleet.service, "--tag", "1.1.0", expect=1)
     print(f"\n[zero downtime] roll to 1.1.0 failing on node3, auto rollback: {load.summary()}")
@@ -186,7 +185,7 @@ def test_an_automatic_rollback_under_load_drops_no_request(fleet, lb, tmp_path):
 def test_a_missing_balancer_socket_is_a_config_error_and_touches_nothing(fleet, lb, balanced, tmp_path):
     before = {n["name"]: fleet.running(n)[0]["Id"] for n in fleet.nodes}
     config = fleet.write_config(tmp_path / "dockship.toml",
-                                extra_env=balancer_table(lb, socket=str(tmp_path / "gone.sock")))
+                                balancer=balancer_table(lb, socket=str(tmp_path / "gone.sock")))
     proc = dockship("--config", str(config), "roll", "--env", "lab", "--service", fleet.service,
                     "--tag", "1.1.0")
     assert proc.returncode == 2, proc.stderr
@@ -198,7 +197,7 @@ def test_a_node_without_a_server_in_the_backend_fails_before_anything_changes(fl
                                                                               tmp_path):
     before = {n["name"]: fleet.running(n)[0]["Id"] for n in fleet.nodes}
     config = fleet.write_config(tmp_path / "dockship.toml",
-                                extra_env=balancer_table(lb, server="{name}-web"))
+                                balancer=balancer_table(lb, server="{name}-web"))
     report, _ = roll(config, fleet.service, "--tag", "1.1.0", expect=1)
     assert report["result"] == "failed"
     assert "no server for node1-web (node node1)" in report["reason"], report["reason"]

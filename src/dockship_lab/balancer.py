@@ -25,9 +25,9 @@ from typing import Any
 
 from dockship.errors import DockshipError
 from dockship.haproxy import RuntimeAPI
-from dockship.lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import LabError, port_open, run
+from dockship_lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
+from dockship_lab.paths import LabPaths
+from dockship_lab.process import LabError, port_open, run
 
 HOST = "127.0.0.1"
 NAME = "hello"            # the lab balancer: backend of the example service

@@ -13,17 +13,16 @@ Storage lives under the lab root, with deletes enabled (tag clean-up tests).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from dockship.lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import LabError, run
-from dockship.lab.tls import LabTLS
+from dockship_lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
+from dockship_lab.paths import LabPaths, write_file
+from dockship_lab.process import LabError, run
+from dockship_lab.tls import LabTLS
 
 AUTH_USER = "dockship"
 MANIFEST_TYPES = ", ".join([
@@ -123,22 +122,12 @@ def _ensure_credentials(paths: LabPaths) -> bool:
         return False
     if password is None:
         password = secrets.token_urlsafe(24)
-        _write_private(pw_file, password + "\n")
+        write_file(pw_file, (password + "\n").encode(), 0o600)
     htpasswd = require_program("htpasswd", "apache2-utils")
     # -i reads the password from stdin: it never appears in a process list.
     entry = run([htpasswd, "-n", "-B", "-i", AUTH_USER], input=password + "\n").stdout.strip()
-    _write_private(ht_file, entry + "\n")
+    write_file(ht_file, (entry + "\n").encode(), 0o600)
     return True
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def registry_answers(paths: LabPaths, reg: Registry, tls: LabTLS, timeout: float = 3) -> bool:

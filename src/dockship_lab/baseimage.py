@@ -20,17 +20,17 @@ import docker.errors
 from docker.models.images import Image
 
 from dockship.engine import StreamError, drain
-from dockship.lab.engine import require_program
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import LabError, run
-from dockship.lab.registry import OPEN, manifest_digest, registry_address
-from dockship.lab.tls import LabTLS
+from dockship_lab.engine import require_program
+from dockship_lab.paths import LabPaths
+from dockship_lab.process import LabError, run
+from dockship_lab.registry import OPEN, manifest_digest, registry_address
+from dockship_lab.tls import LabTLS
 
 REPOSITORY = "dockship-lab/python"
 TAG = "3-bookworm"
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
-SOURCE_LABEL = "org.dockship.lab.rootfs-sha256"
+SOURCE_LABEL = "org.dockship_lab.rootfs-sha256"
 
 Note = Callable[[str], None]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dockship.lab.paths import LabPaths
+from dockship_lab.paths import LabPaths, write_file
 
 CERTS_D = Path("/etc/docker/certs.d")
 CA_DAYS = 3650
@@ -107,7 +106,7 @@ def _new_ca(files: LabTLS) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     _write_key(files.ca_key, key)
-    _write(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     # A new CA invalidates the old server certificate.
     files.cert.unlink(missing_ok=True)
     return cert, key
@@ -156,22 +155,13 @@ def _new_server_cert(files: LabTLS, ca: x509.Certificate, ca_key: ec.EllipticCur
                 ca.public_key()), critical=False)  # type: ignore[arg-type]
             .sign(ca_key, hashes.SHA256()))
     _write_key(files.key, key)
-    _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    _write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()), 0o600)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with `mode` from the start (a key is never readable by others)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    write_file(path, pem, 0o600)
 
 
 # --- /etc/docker/certs.d -----------------------------------------------------
@@ -189,7 +179,7 @@ def install_registry_ca(tls: LabTLS, host: str, ports: Iterable[int]) -> list[Pa
         d.mkdir(parents=True, exist_ok=True)
         target = d / "ca.crt"
         if not target.exists() or target.read_bytes() != data:
-            _write(target, data, 0o644)
+            write_file(target, data, 0o644)
         written.append(target)
     return written
 

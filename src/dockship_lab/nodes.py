@@ -17,14 +17,12 @@ mounts, orphaned container processes) are the normal case, not an error.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import pwd
 import re
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockship.lab.network import (delete_link, ipv4_addresses, link_exists, links, mac_for,
+from dockship_lab.network import (delete_link, ipv4_addresses, link_exists, links, mac_for,
                                   name_prefix, netns_name, network_up, veth_name)
-from dockship.lab.paths import BRIDGE, LabPaths
-from dockship.lab.process import (LabError, pid_alive, port_open, read_pid, run,
+from dockship_lab.engine import engine_answers
+from dockship_lab.mounts import mount_points, remove_tree, unmount_under
+from dockship_lab.paths import BRIDGE, LabPaths
+from dockship_lab.process import (LabError, pid_alive, port_open, read_pid, run,
                                   start_daemon, stop_daemon, wait_until)
 
 SSH_USER = "root"
@@ -282,7 +282,7 @@ def _ensure_uts(paths: LabPaths, n: LabNode) -> None:
     swarm node hostnames), and nodes cannot be told apart by it.
     """
     files = _files(paths, n.name)
-    if str(files.uts) in _mount_points():
+    if str(files.uts) in mount_points():
         return
     files.run.mkdir(parents=True, exist_ok=True)
     files.uts.touch()
@@ -497,41 +497,7 @@ def _own_pid(pidfile: Path, marker: Path) -> int | None:
     return pid
 
 
-# -- mounts and cgroups --------------------------------------------------------------
-
-
-def _mount_points() -> list[str]:
-    """Mount points of our mount namespace, unescaped (mountinfo writes a space as \\040)."""
-    return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split(" ")[4])
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-
-
-def _mounts_under(directories: Iterable[Path]) -> list[str]:
-    """Mount points at or below the directories, deepest first (the unmount order)."""
-    marks = [str(d).rstrip("/") for d in directories]
-    found = {p for p in _mount_points() if any(p == m or p.startswith(m + "/") for m in marks)}
-    return sorted(found, key=lambda p: p.count("/"), reverse=True)
-
-
-def _unmount_under(directories: list[Path]) -> None:
-    """Unmount what a killed dockerd left: its data-root bind mount, overlays, netns files.
-
-    dockerd bind-mounts its data root onto itself (to make it a shared mount)
-    and undoes that only on a clean shutdown of the dockerd that made it;
-    after a kill the overlays of running containers and the containers'
-    netns files under the exec root stay too.
-    """
-    for _ in range(3):
-        points = _mounts_under(directories)
-        if not points:
-            return
-        for point in points:
-            if run(["umount", point], check=False).returncode != 0:
-                run(["umount", "--lazy", point], check=False)
-    left = _mounts_under(directories)
-    if left:
-        raise LabError(f"cannot unmount {left[0]} ({len(left)} mounts left); "
-                       f"see `grep {directories[0]} /proc/self/mountinfo`")
+# -- cgroups ---------------------------------------------------------------------------
 
 
 def _remove_cgroups(netns: str) -> None:
@@ -551,45 +517,17 @@ def _rmdir_quietly(path: Path) -> None:
         path.rmdir()
 
 
-def _remove_tree(directory: Path) -> None:
-    """rm -rf, but never through a mount point (that would delete another filesystem's files)."""
-    if _mounts_under([directory]):
-        raise LabError(f"{directory} still has mounts; unmount them before removing it")
-    if directory.exists():
-        shutil.rmtree(directory)
-
-
 # -- engine --------------------------------------------------------------------------
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
-def _engine_answers(sock: Path, timeout: float = 2.0) -> bool:
-    """GET /_ping on the engine's unix socket answers 200 OK (dockerd serves after init)."""
-    conn = _UnixHTTPConnection(sock, timeout)
-    try:
-        conn.request("GET", "/_ping")
-        response = conn.getresponse()
-        return response.status == 200 and response.read() == b"OK"
-    except OSError:
-        return False
-    finally:
-        conn.close()
+def _engine_answers(files: _NodeFiles) -> bool:
+    return engine_answers(f"unix://{files.socket}", timeout=2)
 
 
 def _engine_healthy(paths: LabPaths, n: LabNode) -> bool:
     files = _files(paths, n.name)
     pid = _own_pid(files.dockerd_pid, files.socket)
-    return pid is not None and _inside(pid, paths, n) and _engine_answers(files.socket)
+    return pid is not None and _inside(pid, paths, n) and _engine_answers(files)
 
 
 def _ensure_engine_started(paths: LabPaths, n: LabNode, *, restart: bool) -> None:
@@ -622,10 +560,10 @@ def _stop_engine(paths: LabPaths, n: LabNode) -> None:
     files.dockerd_pid.unlink(missing_ok=True)
     _kill(_lab_pids([n.netns], [files.data_root, files.exec_root, files.socket],
                     keep_sshd=True), f"{n.name}'s engine")
-    _unmount_under([files.data_root, files.exec_root])
+    unmount_under([files.data_root, files.exec_root])
     # Runtime state of dead daemons: dockerd would take containerd's stale pid
     # file there for a live containerd (the pid may have been reused).
-    _remove_tree(files.exec_root)
+    remove_tree(files.exec_root)
     files.engine_pid.unlink(missing_ok=True)
     files.socket.unlink(missing_ok=True)
 
@@ -679,7 +617,7 @@ def _stop_sshd(paths: LabPaths, n: LabNode) -> None:
 
 def _wait_ready(paths: LabPaths, n: LabNode) -> None:
     files = _files(paths, n.name)
-    wait_until(lambda: _engine_answers(files.socket), timeout=ENGINE_TIMEOUT,
+    wait_until(lambda: _engine_answers(files), timeout=ENGINE_TIMEOUT,
                what=f"dockerd of lab {n.name}", logfile=files.dockerd_log,
                pidfile=files.dockerd_pid)
     wait_until(lambda: port_open(n.address, n.ssh_port), timeout=SSHD_TIMEOUT,
@@ -704,7 +642,7 @@ def _teardown(paths: LabPaths, indices: list[int], *, sweep: list[Path]) -> None
     directories = [d for n in nodes for d in (_files(paths, n.name).dir,
                                               _files(paths, n.name).run)] + sweep
     _kill(_lab_pids([n.netns for n in nodes], directories), "lab nodes")
-    _unmount_under(directories)
+    unmount_under(directories)
     for n in nodes:
         if n.netns in _netns_names():
             run(["ip", "netns", "del", n.netns])
@@ -712,4 +650,4 @@ def _teardown(paths: LabPaths, indices: list[int], *, sweep: list[Path]) -> None
             delete_link(veth_name(paths, _index(n)))
         _remove_cgroups(n.netns)
     for directory in directories:
-        _remove_tree(directory)
+        remove_tree(directory)

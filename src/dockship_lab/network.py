@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dockship.lab.paths import BRIDGE, PREFIX, LabPaths
-from dockship.lab.process import LabError, run
+from dockship_lab.paths import BRIDGE, PREFIX, LabPaths
+from dockship_lab.process import LabError, run
 
 # Bridged traffic between two ports of the lab bridge.
 ACCEPT_RULE = ["-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]

@@ -22,8 +22,8 @@ import docker
 import docker.errors
 import requests
 
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import (LabError, port_open, read_pid, start_daemon, stop_daemon,
+from dockship_lab.paths import LabPaths
+from dockship_lab.process import (LabError, port_open, read_pid, start_daemon, stop_daemon,
                                   wait_until)
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -108,15 +108,20 @@ def _pidfile(paths: LabPaths) -> Path:
     return paths.run / "dockerd.pid"
 
 
-def engine_answers(timeout: float = 5) -> bool:
-    """Does the build engine (DOCKER_HOST or the default socket) answer a ping?"""
+def engine_answers(base_url: str | None = None, timeout: float = 5) -> bool:
+    """Does a Docker engine answer a ping? The lab's one engine check.
+
+    base_url: a node engine's `unix://` socket, say; None is the build engine
+    (`DOCKER_HOST`, or the default socket).
+    """
     try:
-        client = docker.from_env(timeout=int(max(timeout, 1)))
+        client = (docker.DockerClient(base_url=base_url, timeout=timeout) if base_url
+                  else docker.from_env(timeout=timeout))
     except docker.errors.DockerException:
         return False
     try:
         return bool(client.ping())
-    except (docker.errors.DockerException, requests.RequestException):
+    except (docker.errors.DockerException, requests.RequestException, OSError):
         return False
     finally:
         client.close()

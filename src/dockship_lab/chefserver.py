@@ -9,7 +9,6 @@ the saved `dockship` key still works, only the nodes are brought up to date.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,9 +17,9 @@ from urllib.parse import quote
 
 from dockship.chef import ChefClient, create_client, ensure_environment, ensure_role, upsert_node
 from dockship.errors import DockshipError
-from dockship.lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import LabError
+from dockship_lab.engine import ensure_daemon, lab_pid, log_path, require_program, stop_lab_daemon
+from dockship_lab.paths import LabPaths, write_file
+from dockship_lab.process import LabError
 
 HOST = "127.0.0.1"
 PORT = 4545
@@ -102,7 +101,7 @@ def chef_up(paths: LabPaths, nodes: Sequence[NodeLike]) -> bool:
             ensure_environment(admin, ENVIRONMENT, description="dockship lab nodes")
             ensure_role(admin, ROLE, description="runs the lab's web services")
             if restarted or not chef_answers(paths):
-                _save_key(client_key_path(paths), create_client(admin, CLIENT))
+                write_file(client_key_path(paths), create_client(admin, CLIENT), 0o600)
             _register_nodes(admin, nodes)
     except DockshipError as exc:
         raise LabError(f"registering the lab in the Chef server at {URL} failed: {exc}") from None
@@ -122,16 +121,6 @@ def _register_nodes(admin: ChefClient, nodes: Sequence[NodeLike]) -> None:
     for name in sorted(admin.get("nodes") or {}):
         if _LAB_NODE_NAME.match(name) and name not in wanted:
             admin.delete(f"nodes/{quote(name, safe='')}")
-
-
-def _save_key(path: Path, pem: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.replace(tmp, path)
 
 
 def chef_down(paths: LabPaths) -> None:

@@ -39,3 +39,14 @@ class LabPaths:
     def node_address(self, index: int) -> str:
         """Address of node `index` (1-based): node1 is .11, as in the design's example."""
         return f"{self.subnet}.{10 + index}"
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write atomically, with `mode` from the start (a key is never readable by others)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -10,7 +10,9 @@ repaired. `status()` probes every component, so a crashed one shows as down.
 build engine it did not start.
 
 Nothing here prints: `up` reports each step to a `progress(step, detail)`
-callback, which the CLI renders.
+callback, which `dockship_lab.cli` renders. This package is the lab only:
+dockship itself never imports it; `dockship lab ...` reaches it through
+`command`, by name.
 """
 
 from __future__ import annotations
@@ -18,33 +20,37 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
-import docker.errors
-import requests
 
 from dockship.errors import UsageError
-from dockship.lab import balancer, chefserver, labconfig, pypi
-from dockship.lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
+from dockship_lab import balancer, chefserver, labconfig, pypi
+from dockship_lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
                                     ensure_tarball, tarball_path, verify_pull)
-from dockship.lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
+from dockship_lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
                                  engine_up)
-from dockship.lab.network import ipv4_addresses, link_exists, network_down, network_up
-from dockship.lab.nodes import SSH_USER, client_key, existing_nodes, known_hosts_file, nodes_down, nodes_up
-from dockship.lab.paths import BRIDGE, LabPaths
-from dockship.lab.process import LabError, run
-from dockship.lab.registry import (AUTH_USER, AUTHED, OPEN, PORTS, password_file, registries_down,
+from dockship_lab.network import ipv4_addresses, link_exists, network_down, network_up
+from dockship_lab.nodes import SSH_USER, client_key, existing_nodes, known_hosts_file, nodes_down, nodes_up
+from dockship_lab.mounts import remove_tree
+from dockship_lab.paths import BRIDGE, LabPaths
+from dockship_lab.process import LabError
+from dockship_lab.registry import (AUTH_USER, AUTHED, OPEN, PORTS, password_file, registries_down,
                                    registries_up, registry_address, registry_answers)
-from dockship.lab.tls import LabTLS, ensure_tls, install_registry_ca, remove_registry_ca, tls_files
+from dockship_lab.tls import LabTLS, ensure_tls, install_registry_ca, remove_registry_ca, tls_files
 
-__all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "down", "status", "up"]
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+__all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "command", "down",
+           "status", "up"]
 
 Progress = Callable[[str, str], None]
 
@@ -144,6 +150,15 @@ class LabStatus:
         }
 
 
+# --- the command line -------------------------------------------------------
+
+def command(args: argparse.Namespace, err: Console) -> int:
+    """Run `dockship lab up|down|status` as parsed by dockship's CLI; the exit code."""
+    from dockship_lab.cli import command as run_command
+
+    return run_command(args, err)
+
+
 # --- helpers -----------------------------------------------------------------
 
 def _ssh_info(paths: LabPaths) -> SSHInfo:
@@ -160,19 +175,6 @@ def _node_engine_url(node: Any) -> str:
     if url.startswith("unix://"):
         return url
     return f"unix://{url or node.socket}"
-
-
-def _node_answers(node: Any) -> bool:
-    try:
-        client = docker.DockerClient(base_url=_node_engine_url(node), timeout=5)
-    except docker.errors.DockerException:
-        return False
-    try:
-        return bool(client.ping())
-    except (docker.errors.DockerException, requests.RequestException, OSError):
-        return False
-    finally:
-        client.close()
 
 
 def _network_up(paths: LabPaths) -> bool:
@@ -227,7 +229,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
     tls = tls_files(paths)
     have_ca = tls.ca_cert.exists()
     nodes = tuple(NodeStatus(name=n.name, address=n.address, docker=n.docker, zone=n.zone,
-                             up=_node_answers(n))
+                             up=engine_answers(_node_engine_url(n)))
                   for n in existing_nodes(paths))
     components = Components(
         engine=engine_answers(),
@@ -437,24 +439,4 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
 
 def _remove_state(paths: LabPaths) -> None:
     for directory in (paths.root, paths.run):
-        _remove_tree(directory)
-
-
-def _remove_tree(root: Path) -> None:
-    """rm -r root, first unmounting anything still mounted below it (never crossing into a mount)."""
-    if not root.exists():
-        return
-    prefix = str(root.resolve()).rstrip("/") + "/"
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith(prefix):
-                mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        if run(["umount", point], check=False).returncode != 0:
-            run(["umount", "-l", point], check=False)
-    shutil.rmtree(root, ignore_errors=True)
-    if root.exists():
-        raise LabError(f"could not remove {root} completely; see what holds it with "
-                       f"`findmnt -R {root}` and `fuser -vm {root}`")
+        remove_tree(directory)

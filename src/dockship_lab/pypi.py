@@ -13,9 +13,9 @@ from pathlib import Path
 
 import requests
 
-from dockship.lab.engine import ensure_daemon, lab_pid, log_path, stop_lab_daemon
-from dockship.lab.paths import LabPaths
-from dockship.lab.process import LabError
+from dockship_lab.engine import ensure_daemon, lab_pid, log_path, stop_lab_daemon
+from dockship_lab.paths import LabPaths
+from dockship_lab.process import LabError
 
 HOST = "127.0.0.1"
 PORT = 8081
