@@ -39,7 +39,7 @@ from dockship import labels, parallel, stateimage
 from dockship.config import DEFAULT_PARALLEL
 from dockship.errors import DockshipError, Unreachable
 from dockship.polling import poll
-from dockship.report import NodeOutcome, Result, RollReport
+from dockship.report import NodeOutcome, Result, RollReport, opt_str, req_str
 from dockship.times import format_time, parse_time
 
 KIND = "ledger"
@@ -55,18 +55,6 @@ R = TypeVar("R")
 class Kind(enum.StrEnum):
     ROLL = "roll"
     ROLLBACK = "rollback"
-
-
-def _opt_str(value: Any, key: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError(f"{key}: expected a string or null, got {value!r}")
-
-
-def _str(value: Any, key: str) -> str:
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"{key}: expected a string, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -128,19 +116,19 @@ class HistoryRecord:
         nodes = data.get("nodes", [])
         if not isinstance(nodes, list) or not all(isinstance(n, Mapping) for n in nodes):
             raise ValueError("nodes: expected a list of objects")
-        return cls(deploy_id=_str(data.get("deploy_id"), "deploy_id"),
-                   kind=Kind(_str(data.get("kind"), "kind")),
-                   env=_str(data.get("env"), "env"),
-                   service=_str(data.get("service"), "service"),
-                   user=_str(data.get("user"), "user"),
+        return cls(deploy_id=req_str(data.get("deploy_id"), "deploy_id"),
+                   kind=Kind(req_str(data.get("kind"), "kind")),
+                   env=req_str(data.get("env"), "env"),
+                   service=req_str(data.get("service"), "service"),
+                   user=req_str(data.get("user"), "user"),
                    started_at=parse_time(data.get("started_at")),
                    finished_at=parse_time(data.get("finished_at")),
-                   tag=_str(data.get("tag"), "tag"),
-                   digest=_opt_str(data.get("digest"), "digest"),
-                   result=Result(_str(data.get("result"), "result")),
-                   reason=_opt_str(data.get("reason"), "reason"),
+                   tag=req_str(data.get("tag"), "tag"),
+                   digest=opt_str(data.get("digest"), "digest"),
+                   result=Result(req_str(data.get("result"), "result")),
+                   reason=opt_str(data.get("reason"), "reason"),
                    nodes=tuple(NodeOutcome.from_json(n) for n in nodes),
-                   failed_node=_opt_str(data.get("failed_node"), "failed_node"),
+                   failed_node=opt_str(data.get("failed_node"), "failed_node"),
                    warnings=tuple(w for w in data.get("warnings") or () if isinstance(w, str)))
 
     @property

@@ -19,6 +19,11 @@ def each(items: Sequence[T], fn: Callable[[T], R], *, limit: int
     """fn(item) for every item, at most `limit` at a time: (item, result, None) or (item, None, error)."""
     if not items:
         return []
+    if len(items) == 1:   # one node (a canary, a batch of 1): no pool to start and join
+        try:
+            return [(items[0], fn(items[0]), None)]
+        except Exception as exc:  # noqa: BLE001 - returned with its item
+            return [(items[0], None, exc)]
     out: list[tuple[T, R | None, Exception | None]] = []
     with ThreadPoolExecutor(max_workers=max(1, min(limit, len(items)))) as pool:
         futures = [(item, pool.submit(fn, item)) for item in items]

@@ -63,22 +63,24 @@ class NodeOutcome:
         logs = data.get("logs") or []
         if not isinstance(logs, list) or not all(isinstance(x, str) for x in logs):
             raise ValueError("nodes[].logs: expected a list of strings")
-        return cls(name=_str(data.get("name"), "nodes[].name"),
-                   zone=_opt_str(data.get("zone"), "nodes[].zone"),
-                   from_tag=_opt_str(data.get("from"), "nodes[].from"),
-                   to_tag=_opt_str(data.get("to"), "nodes[].to"),
-                   result=NodeResult(_str(data.get("result"), "nodes[].result")),
-                   seconds=float(seconds), reason=_opt_str(data.get("reason"), "nodes[].reason"),
+        return cls(name=req_str(data.get("name"), "nodes[].name"),
+                   zone=opt_str(data.get("zone"), "nodes[].zone"),
+                   from_tag=opt_str(data.get("from"), "nodes[].from"),
+                   to_tag=opt_str(data.get("to"), "nodes[].to"),
+                   result=NodeResult(req_str(data.get("result"), "nodes[].result")),
+                   seconds=float(seconds), reason=opt_str(data.get("reason"), "nodes[].reason"),
                    logs=tuple(logs))
 
 
-def _opt_str(value: Any, key: str) -> str | None:
+def opt_str(value: Any, key: str) -> str | None:
+    """A string or null read back from stored JSON; ValueError naming the key otherwise."""
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"{key}: expected a string or null, got {value!r}")
 
 
-def _str(value: Any, key: str) -> str:
+def req_str(value: Any, key: str) -> str:
+    """A string read back from stored JSON; ValueError naming the key otherwise."""
     if isinstance(value, str):
         return value
     raise ValueError(f"{key}: expected a string, got {value!r}")
