@@ -137,6 +137,7 @@ def _roll(args: argparse.Namespace) -> int:
 
     from dockship.deploy import RollOptions, roll
     from dockship.halt import Halt
+    from dockship.report import NodeResult
     from dockship.live import LiveTable
 
     config = _config(args)
@@ -146,9 +147,11 @@ def _roll(args: argparse.Namespace) -> int:
         raise _usage("--lock-ttl must be a positive number of seconds")
     halt = Halt()
     table = LiveTable(err)
+    caught: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
+        caught.append(signum)
         if halt.trip(f"interrupted by {name}"):
             err.print(f"[yellow]![/] {name}: finishing or undoing the node "
                       "in flight, then stopping (rolling back what changed)")
@@ -180,6 +183,9 @@ def _roll(args: argparse.Namespace) -> int:
     if any(r.broken for r in reports):
         return 4     # a node could not be put back: the report names it
     if halt.is_set():
+        untouched = {NodeResult.NOT_REACHED, NodeResult.UNCHANGED, NodeResult.HELD}
+        if caught and all(n.result in untouched for r in reports for n in r.nodes):
+            return 128 + caught[0]     # 130 / 143: stopped before any node was touched
         return 1
     return 0 if all(r.ok for r in reports) else 1
 

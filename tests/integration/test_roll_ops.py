@@ -436,6 +436,48 @@ def test_history_json_lists_this_modules_rolls_newest_first_with_per_node_outcom
     assert {n["to"] for n in newest["nodes"]} == {"1.0.0"}
 
 
+# -- 6b. the lease lost mid-roll --------------------------------------------------------------
+
+TAKE_OVER_HOOK = r"""
+import sys, time
+import docker
+node, sock, name, marker = sys.argv[1:5]
+import os
+if os.environ.get("DOCKSHIP_NODE") != node:
+    sys.exit(0)
+client = docker.DockerClient(base_url=f"unix://{sock}", version="1.41", timeout=10)
+client.api.remove_container(name, force=True)      # as a takeover does, by another deployment
+open(marker, "w").write("removed")
+time.sleep(4)                                       # the holder's next renewals find it gone
+"""
+
+
+def test_a_lease_lost_mid_roll_stops_the_roll_puts_nodes_back_and_is_in_history(fleet, tmp_path):
+    ensure_on(fleet, "1.0.0")
+    hook = tmp_path / "take_over.py"
+    hook.write_text(TAKE_OVER_HOOK)
+    marker = tmp_path / "lock-removed"
+    config = fleet.write_config(tmp_path / "lease.toml", hooks={
+        "pre_node": [sys.executable, str(hook), "node2", str(LAB_RUN / "node1" / "docker.sock"),
+                     lockmod.lock_name(ENV, SERVICE), str(marker)]})
+    proc = dockship("--config", str(config), "roll", "--env", ENV, "--service", SERVICE,
+                    "--tag", "1.1.0", "--lock-ttl", "3", "--json")
+    assert marker.exists(), proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    shown = json.dumps(report, indent=1)
+    assert report["result"] == "rolled_back", shown
+    assert "deploy lock" in report["reason"] and "lost on node1" in report["reason"], shown
+    assert {n["name"]: n["result"] for n in report["nodes"]}["node3"] == "not_reached", shown
+    assert set(fleet.versions().values()) == {"1.0.0"}
+    hist = dockship("--config", str(config), "history", "--env", ENV, "--service", SERVICE,
+                    "--json")
+    record = next(r for r in json.loads(hist.stdout)["records"]
+                  if r["deploy_id"] == report["deploy_id"])
+    assert record["result"] == "rolled_back" and "lost on node1" in record["reason"]
+    assert set(locks(fleet).values()) == {None}    # what was still ours was given back
+
+
 # -- 7. a node's engine dies mid-roll (last: it restarts a lab engine) -----------------------
 
 STOP_ENGINE_HOOK = r'''

@@ -253,3 +253,85 @@ def test_nodes_already_on_the_target_are_left_alone():
     report = run(nodes)
     assert results(report) == {"node1": NodeResult.UPDATED, "node2": NodeResult.UNCHANGED}
     assert "create" not in nodes["node2"].verbs()
+
+
+def test_a_lease_taken_over_mid_roll_is_noticed_by_the_keeper_and_stops_the_roll():
+    from fakelock import stores
+
+    from dockship.lock import DeployLock, LeaseKeeper
+
+    nodes = fleet(3)
+    lock_stores = stores(*nodes)
+    lock = DeployLock(lock_stores, env="stage", service="hello", tag="1.1.0", deploy_id="d1",
+                      ttl=60).acquire()
+    halt = Halt()
+    keeper = LeaseKeeper(lock, on_lost=halt.trip)
+
+    def taken_over() -> None:
+        lock_stores[0].box = None      # another deployment removed our lock on node1...
+        keeper.renew_once()            # ...and the keeper's next round finds it gone
+
+    recorder = Recorder()
+    recorder.when("node2", "health", taken_over)
+    report = run(nodes, halt=halt, recorder=recorder)
+    assert keeper.lost and "lost on node1" in keeper.lost
+    assert report.result is Result.ROLLED_BACK and "lost on node1" in report.reason
+    assert results(report)["node3"] is NodeResult.NOT_REACHED
+    assert {n.serving for n in nodes.values()} == {"1.0.0"}
+
+
+@pytest.mark.parametrize("phase", ["rolling back", "putting back"])
+def test_a_second_signal_while_putting_nodes_back_does_not_stop_the_putting_back(phase):
+    nodes = fleet(3)
+    nodes["node3" if phase == "rolling back" else "node1"].behaviour["1.1.0"] = "crash"
+    halt = Halt()
+    recorder = Recorder()
+    recorder.when("node1", phase, lambda: halt.trip("interrupted by SIGTERM"))
+    report = run(nodes, halt=halt, recorder=recorder)
+    assert report.result is Result.ROLLED_BACK
+    assert {n.serving for n in nodes.values()} == {"1.0.0"}
+    assert_no_node_lost_its_service(nodes, report)
+
+
+@pytest.mark.parametrize("phase", ["draining", "drained", "ready", "in service"])
+def test_a_signal_around_the_balancer_leaves_every_node_in_traffic_on_its_old_version(phase):
+    nodes = fleet(2)
+    halt = Halt()
+    recorder = Recorder()
+    recorder.when("node1", phase, lambda: halt.trip("interrupted by SIGINT"))
+    lb = FakeBalancer()
+    report = run(nodes, halt=halt, recorder=recorder, balancer=lb)
+    assert report.result is Result.ROLLED_BACK, report
+    assert {n.serving for n in nodes.values()} == {"1.0.0"}
+    assert not lb.out, f"left out of the balancer: {lb.out}"
+
+
+def test_a_signal_during_the_bake_puts_the_canary_back():
+    nodes = fleet(3)
+    halt = Halt()
+    figures = Figures(10, 0, 5.0, 9.0)
+
+    def measure(canary, baseline, settings, cancel=None):
+        halt.trip("interrupted by SIGINT")   # arrives while the bake runs
+        return BakeVerdict(False, "interrupted", figures, figures, 0.5)
+
+    env = environment(bake=5)
+    svc = service()
+    plan = plan_for(nodes, env, svc)
+    from dockship.policies import CanaryBake
+    recorder = Recorder()
+    bake = CanaryBake(env.rollout.bake, plan, nodes, port=8000, health_path="/health",
+                      cancel=halt, observer=recorder, measure=measure)
+    report = Deployment(plan, service=svc, env=env, nodes=nodes, observer=recorder, halt=halt,
+                        policies=[bake]).run()
+    assert report.result is Result.ROLLED_BACK
+    assert {n.serving for n in nodes.values()} == {"1.0.0"}
+
+
+def test_a_halt_before_anything_started_changes_nothing():
+    nodes = fleet(2)
+    halt = Halt()
+    halt.trip("interrupted by SIGTERM")
+    report = run(nodes, halt=halt)
+    assert report.result is Result.FAILED and "nothing was changed" in report.reason
+    assert all("create" not in n.verbs() for n in nodes.values())
