@@ -16,7 +16,7 @@ import io
 import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import docker
@@ -28,7 +28,6 @@ from dockship.credentials import Credentials, registry_credentials
 from dockship.engine import StreamError, build_engine, drain
 from dockship.errors import DockshipError, UsageError
 from dockship.index import IndexClient, Release
-from dockship.progress import Observer, Silent
 from dockship.registry import RegistryClient
 from dockship.tags import tag_for
 from dockship.template import TemplateValues, load_template, render
@@ -37,6 +36,31 @@ LABEL_PREFIX = "io.dockship"
 # The labels that define a tag's content; compared to decide "same build".
 INPUT_LABELS = (f"{LABEL_PREFIX}.package.sha256", f"{LABEL_PREFIX}.dockerfile.sha256",
                 f"{LABEL_PREFIX}.base.digest")
+
+
+@runtime_checkable
+class BuildObserver(Protocol):
+    """What a build reports while it runs; the library itself never prints.
+
+    The CLI's rich progress (`progress.RichProgress`) is one implementation,
+    `Silent` another. Chunks are the engine's decoded JSON stream chunks.
+    """
+
+    def stage(self, text: str) -> None: ...
+    def build_chunk(self, chunk: dict[str, Any]) -> None: ...
+    def layer_chunk(self, chunk: dict[str, Any]) -> None: ...
+    def note(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class Silent:
+    """A build observer that shows nothing (library use, tests)."""
+
+    def stage(self, text: str) -> None: pass
+    def build_chunk(self, chunk: dict[str, Any]) -> None: pass
+    def layer_chunk(self, chunk: dict[str, Any]) -> None: pass
+    def note(self, text: str) -> None: pass
+    def close(self) -> None: pass
 
 
 class Action(enum.Enum):
@@ -106,7 +130,7 @@ def service_for(config: Config, package: str) -> tuple[str, Service | None]:
 def plan_build(config: Config, package: str, opts: BuildOptions, *,
                client: docker.DockerClient | None = None,
                registry: RegistryClient | None = None,
-               observer: Observer | None = None) -> BuildPlan:
+               observer: BuildObserver | None = None) -> BuildPlan:
     """Everything decided before anything is built: pure reads of index, engine and registry."""
     observer = observer or Silent()
     image, svc = service_for(config, package)
@@ -166,7 +190,7 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _base_digest(client: docker.DockerClient, base: str, *, pull: bool, observer: Observer) -> str:
+def _base_digest(client: docker.DockerClient, base: str, *, pull: bool, observer: BuildObserver) -> str:
     """The base image's content id, pulled first when missing (or asked to)."""
     if not pull:
         try:
@@ -186,7 +210,7 @@ def _base_digest(client: docker.DockerClient, base: str, *, pull: bool, observer
 
 def execute_build(plan: BuildPlan, *, client: docker.DockerClient | None = None,
                   credentials: Credentials | None = None, registry: RegistryClient | None = None,
-                  observer: Observer | None = None) -> BuildResult:
+                  observer: BuildObserver | None = None) -> BuildResult:
     observer = observer or Silent()
     if plan.action is Action.ALREADY_BUILT:
         return BuildResult(plan.package, plan.version, plan.tag, plan.ref, plan.existing_digest,
@@ -220,7 +244,7 @@ def execute_build(plan: BuildPlan, *, client: docker.DockerClient | None = None,
                        pushed=plan.push, action=plan.action, labels=labels)
 
 
-def _docker_build(client: docker.DockerClient, dockerfile: str, *, observer: Observer, what: str) -> str:
+def _docker_build(client: docker.DockerClient, dockerfile: str, *, observer: BuildObserver, what: str) -> str:
     """Build a context holding only the Dockerfile; return the image id."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
@@ -274,7 +298,7 @@ def _pip_freeze(client: docker.DockerClient, image: str) -> str:
 
 
 def push(client: docker.DockerClient, ref: str, *, credentials: Credentials | None,
-         observer: Observer) -> str:
+         observer: BuildObserver) -> str:
     """Push ref and return the digest the registry stored."""
     repo, _, tag = ref.rpartition(":")
     observer.stage(f"pushing {ref}")
@@ -289,7 +313,7 @@ def push(client: docker.DockerClient, ref: str, *, credentials: Credentials | No
 
 
 def build(config: Config, package: str, opts: BuildOptions, *,
-          observer: Observer | None = None) -> BuildResult:
+          observer: BuildObserver | None = None) -> BuildResult:
     """Plan and execute one build: the library entry point behind `dockship build`."""
     client = build_engine()
     creds = registry_credentials(config.registry) if opts.push else None

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from dockship.errors import ConfigError, DockshipError, Unreachable
+from dockship.failures import http_failure
 
 SignVersion = Literal["1.0", "1.1", "1.3"]
 
@@ -266,22 +267,6 @@ def _server_message(response: requests.Response) -> str:
     return text if len(text) <= 300 else text[:300] + "…"
 
 
-def _connection_reason(exc: requests.RequestException) -> str:
-    """The innermost reason of a connection failure, short enough for one line."""
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    text = str(exc)
-    for pattern, reason in ((r"Connection refused", "connection refused"),
-                            (r"Name or service not known|nodename nor servname|"
-                             r"Temporary failure in name resolution", "host name not found"),
-                            (r"No route to host", "no route to host"),
-                            (r"Network is unreachable", "network unreachable"),
-                            (r"Connection reset", "connection reset")):
-        if re.search(pattern, text):
-            return reason
-    return " ".join(text.split())[:200]
-
-
 class ChefClient:
     """One Chef client identity talking to one server (or organization).
 
@@ -366,12 +351,10 @@ class ChefClient:
                                             headers=headers, timeout=self.timeout,
                                             allow_redirects=False)
         except requests.exceptions.SSLError as exc:
-            raise ConfigError(f"{self.setting}.url: TLS to Chef server at {self.url} failed "
-                              f"({_connection_reason(exc)}); give the server's CA bundle as "
-                              f"{self.setting}.verify") from None
+            raise ConfigError(f"{self.setting}.url: {http_failure(f'Chef server {self.url}', exc)}; "
+                              f"give the server's CA bundle as {self.setting}.verify") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable(f"Chef server at {self.url} did not answer "
-                              f"({_connection_reason(exc)}, timeout {self.timeout:g}s); "
+            raise Unreachable(f"{http_failure(f'Chef server {self.url}', exc)}; "
                               f"check {self.setting}.url and that the server is up") from None
         return self._parse(method, path, response)
 

@@ -16,7 +16,8 @@ import docker
 import docker.errors
 import requests
 
-from dockship.errors import DockshipError, Unreachable, last_line
+from dockship.errors import DockshipError, Unreachable
+from dockship.failures import http_failure
 
 Chunk = dict[str, Any]
 
@@ -38,7 +39,7 @@ def build_engine(timeout: int = 600) -> docker.DockerClient:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise Unreachable(f"build engine at {where} unreachable ({last_line(exc)}); "
+        raise Unreachable(f"{http_failure(f'build engine {where}', exc)}; "
                           "start dockerd (or `dockship lab up`) or set DOCKER_HOST") from None
     return client
 

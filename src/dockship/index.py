@@ -33,6 +33,7 @@ from urllib3.util.retry import Retry
 
 from dockship import __version__
 from dockship.errors import DockshipError, Unreachable, UsageError
+from dockship.failures import http_failure
 from dockship.tags import is_final, newest, parse_version
 
 __all__ = ["ACCEPT", "IndexClient", "PackageFile", "Release", "parse_filename",
@@ -305,22 +306,6 @@ def _shown(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _reason(exc: Exception, timeout: float) -> str:
-    """One short phrase for a requests exception (their str() is a paragraph)."""
-    text = str(exc)
-    if isinstance(exc, requests.Timeout) or "timed out" in text:
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, requests.exceptions.SSLError):
-        m = re.search(r"\[SSL[^\]]*\] ([^(')\"]+)", text)
-        return "TLS failed: " + (m.group(1).strip() if m else "certificate or handshake error")
-    if "NameResolutionError" in text or "Name or service not known" in text or "nodename" in text:
-        return "host name not resolved"
-    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
-    if m:
-        return m.group(1).strip().rstrip(".").lower()
-    return type(exc).__name__
-
-
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name.strip()):
         raise UsageError(f"{name!r} is not a valid package name (letters, digits, '.', '_', '-')")
@@ -469,8 +454,7 @@ class IndexClient:
                 for chunk in r.iter_content(chunk_size=1 << 16):
                     digest.update(chunk)
         except requests.RequestException as e:
-            raise Unreachable(f"could not download {f.filename} from {_shown(f.url)}:"
-                              f" {_reason(e, self.timeout)}") from None
+            raise Unreachable(http_failure(f"index file {_shown(f.url)}", e)) from None
         return digest.hexdigest()
 
     def _get(self, url: str) -> requests.Response:
@@ -481,8 +465,8 @@ class IndexClient:
                 r = self.session.get(url, headers={"Accept": ACCEPT}, timeout=self.timeout,
                                      verify=self.verify, allow_redirects=False)
             except requests.RequestException as e:
-                raise Unreachable(f"index {_shown(self.url)} did not answer ({_reason(e, self.timeout)})"
-                                  f" for {_shown(url)}") from None
+                raise Unreachable(f"{http_failure(f'index {_shown(self.url)}', e)} for {_shown(url)}"
+                                  ) from None
             if r.status_code not in _REDIRECTS or "Location" not in r.headers:
                 return r
             target = urljoin(r.url, r.headers["Location"])

@@ -56,12 +56,3 @@ def chef_nodes(chef: ChefSettings, env_name: str, role: str | None, *, setting: 
                           roles=(role,) if role else (), address=str(address)))
     return tuple(nodes)
 
-
-def only(nodes: tuple[Node, ...], names: set[str]) -> tuple[Node, ...]:
-    """Keep the named nodes (for --node filters); unknown names are bad input."""
-    unknown = names - {n.name for n in nodes}
-    if unknown:
-        raise UsageError(f"unknown node(s) {', '.join(sorted(unknown))}; nodes: "
-                         f"{', '.join(n.name for n in nodes)}")
-    return tuple(n for n in nodes if n.name in names)
-

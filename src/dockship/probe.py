@@ -15,6 +15,7 @@ import requests
 
 from dockship.config import HealthCheck
 from dockship.container import ServiceContainer
+from dockship.failures import reason
 from dockship.health import HealthJudge, Observation, State, Verdict
 
 
@@ -26,13 +27,8 @@ def http_probe(session: requests.Session, url: str, timeout: float) -> tuple[int
         resp = session.get(url, timeout=timeout, allow_redirects=False)
         resp.close()
         return resp.status_code, None
-    except requests.ConnectionError as exc:
-        text = str(exc)
-        return None, "connection refused" if "refused" in text.lower() else "connection failed"
-    except requests.Timeout:
-        return None, f"no answer within {timeout:g}s"
     except requests.RequestException as exc:
-        return None, type(exc).__name__
+        return None, reason(exc)       # "connection refused", "no answer within 2s", ...
 
 
 def observe(container: ServiceContainer, session: requests.Session, url: str, at: float,

@@ -2,13 +2,14 @@
 
 The library reports events to an observer and never prints; the CLI picks
 `RichProgress` for people. `--json` keeps stdout clean because everything
-human goes to stderr.
+human goes to stderr. `RichProgress` implements `build.BuildObserver`
+(structurally: build.py imports no rich code, and this module no build code).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID,
@@ -17,26 +18,8 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, T
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
-class Observer(Protocol):
-    def stage(self, text: str) -> None: ...
-    def build_chunk(self, chunk: dict[str, Any]) -> None: ...
-    def layer_chunk(self, chunk: dict[str, Any]) -> None: ...
-    def note(self, text: str) -> None: ...
-    def close(self) -> None: ...
-
-
-class Silent:
-    """An observer that shows nothing (library use, tests)."""
-
-    def stage(self, text: str) -> None: pass
-    def build_chunk(self, chunk: dict[str, Any]) -> None: pass
-    def layer_chunk(self, chunk: dict[str, Any]) -> None: pass
-    def note(self, text: str) -> None: pass
-    def close(self) -> None: pass
-
-
 class RichProgress:
-    """Build steps as one bar, and one bar per layer for push and pull."""
+    """A `build.BuildObserver`: build steps as one bar, and one bar per layer for push and pull."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)

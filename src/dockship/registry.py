@@ -41,6 +41,7 @@ import requests
 from dockship import __version__
 from dockship.credentials import Credentials, login_hint
 from dockship.errors import DockshipError, Unreachable, UsageError
+from dockship.failures import http_failure
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -414,8 +415,7 @@ class RegistryClient:
         return UsageError(f"registry {self.registry}: TLS certificate not trusted ({detail}); {hint}")
 
     def _unreachable_error(self, exc: Exception, *, what: str | None = None) -> Unreachable:
-        return Unreachable(f"{what or 'registry ' + self.registry} unreachable: "
-                           f"{_reason(exc, self.timeout)}")
+        return Unreachable(http_failure(what or f"registry {self.registry}", exc))
 
     def _fail(self, resp: requests.Response, what: str) -> NoReturn:
         status = f"{resp.status_code} {resp.reason or ''}".strip()
@@ -549,28 +549,6 @@ def _ssl_detail(exc: Exception) -> str:
     if m:
         return m.group(1).strip()
     return "certificate verify failed"
-
-
-def _reason(exc: Exception, timeout: float) -> str:
-    """A short reason for a requests failure, without urllib3's object reprs."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return f"no connection within {timeout:g}s"
-    if isinstance(exc, requests.exceptions.Timeout):
-        return f"no answer within {timeout:g}s"
-    text = str(exc)
-    patterns = [
-        r"\[Errno -?\d+\] ([^'\")\]]+)",                  # connection refused, name unknown, …
-        r"RemoteDisconnected\('([^']+)'",                  # closed without answering
-        r"\[SSL: [A-Z_]+\] ([^(')\"]+)",                   # TLS handshake trouble
-        r"Connection aborted\.?'?,\s*\w+\('([^']+)'",
-    ]
-    for pattern in patterns:
-        m = re.search(pattern, text)
-        if m:
-            return _one_line(m.group(1)).strip().rstrip(".").lower()
-    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
-    text = re.sub(r"^.*Caused by ", "", text)
-    return _one_line(text)[:200] or type(exc).__name__
 
 
 def _one_line(text: str) -> str:

@@ -30,6 +30,7 @@ import urllib3.connectionpool
 import urllib3.exceptions
 
 from dockship.errors import Unreachable, UsageError
+from dockship.failures import reason
 
 # What the far side runs for each HTTP connection: it relays stdin/stdout to
 # the engine named by DOCKER_HOST there (or the default socket).
@@ -181,8 +182,7 @@ class DialStdioAdapter(requests.adapters.HTTPAdapter):
             return Unreachable(f"{where}: key {self._key_path} was not accepted "
                                f"({exc}); add its public key to the user's authorized_keys")
         if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
-            reason = str(exc) or type(exc).__name__
-            return Unreachable(f"{where}: cannot open an SSH connection: {reason}")
+            return Unreachable(f"{where}: cannot open an SSH connection: {reason(exc)}")
         return exc
 
     def _transport(self) -> paramiko.Transport:
@@ -224,7 +224,7 @@ class DialStdioAdapter(requests.adapters.HTTPAdapter):
             body = response.json() if response.status == 200 else None
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise Unreachable(
-                f"{self.target}: no Docker engine answered through {DIAL_STDIO!r} ({exc}); "
+                f"{self.target}: no Docker engine answered through {DIAL_STDIO!r} ({reason(exc)}); "
                 f"check that the engine runs there, the docker CLI is installed and "
                 f"DOCKER_HOST (if set) names the engine") from exc
         if not body or "ApiVersion" not in body:

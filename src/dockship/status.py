@@ -8,6 +8,7 @@ from typing import Any
 from dockship.config import Config, Service
 from dockship.container import containers_of, current
 from dockship.engines import Fleet, NodeEngine
+from dockship.failures import reason
 from dockship.inventory import nodes_for
 from dockship.probe import probe_once
 
@@ -53,7 +54,7 @@ def node_status(engine: NodeEngine, service: Service) -> NodeStatus:
         containers = containers_of(engine.client, service.name)
     except Exception as exc:  # noqa: BLE001 - one unreachable node must not hide the others
         return NodeStatus(engine.name, engine.node.zone, engine.address, None, None,
-                          "unknown", None, None, None, (), error=str(exc).splitlines()[-1][:200])
+                          "unknown", None, None, None, (), error=reason(exc))
     cur = current(containers)
     retained = tuple(c.tag or "?" for c in containers if c is not cur and not c.running)
     if cur is None:
@@ -76,6 +77,6 @@ def status(config: Config, env_name: str, service: str | None = None) -> list[Se
             out.append(ServiceStatus(env.name, svc.name, tuple(
                 value if value is not None else NodeStatus(engine.name, engine.node.zone,
                                                            engine.address, None, None, "unknown",
-                                                           None, None, None, (), error=str(exc))
+                                                           None, None, None, (), error=reason(exc))
                 for engine, value, exc in rows)))
     return out

@@ -261,7 +261,7 @@ def test_silent_server_is_unreachable_after_the_timeout(dockship_key):
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         with ChefClient(url, "dockship", dockship_key, timeout=0.5) as chef:
-            started = time.monotonic()
-            with pytest.raises(Unreachable, match="timed out"):
+            with pytest.raises(Unreachable) as info:
                 chef.get("nodes")
-    assert time.monotonic() - started < 5
+    # The client's own timeout ended the call, and the message says which one.
+    assert str(info.value).startswith(f"Chef server {url} did not answer (no answer within 0.5s)")
