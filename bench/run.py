@@ -1068,12 +1068,12 @@ class Bench:
             t, _ = run([PY, "-m", "dockship", "--version"], what="dockship --version")
             ts.append(t)
         t_imports = []
-        code = "import dockship.cli, dockship.deploy, dockship.build, dockship.sshengine"
+        code = "import dockship.cli, dockship.roll, dockship.build, dockship.sshengine"
         for _ in range(3):
             t, _ = run([PY, "-c", code], what="importing dockship")
             t_imports.append(t)
         self.report.detail(f"CLI start: `python -m dockship --version` {fmt_s(ts)}; interpreter + "
-                           f"imports of cli, deploy, build, sshengine {fmt_s(t_imports)}")
+                           f"imports of cli, roll, build, sshengine {fmt_s(t_imports)}")
 
     def teardown(self) -> None:
         log("cleaning up")

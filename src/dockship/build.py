@@ -22,20 +22,18 @@ from urllib.parse import urlsplit, urlunsplit
 import docker
 import docker.errors
 
-from dockship import __version__
+from dockship import __version__, labels as L
 from dockship.config import Config, Service
 from dockship.credentials import Credentials, registry_credentials
-from dockship.engine import StreamError, build_engine, drain
+from dockship.streams import StreamError, build_engine, drain
 from dockship.errors import DockshipError, UsageError
 from dockship.index import IndexClient, Release
 from dockship.registry import RegistryClient
 from dockship.tags import tag_for
 from dockship.template import TemplateValues, load_template, render
 
-LABEL_PREFIX = "io.dockship"
 # The labels that define a tag's content; compared to decide "same build".
-INPUT_LABELS = (f"{LABEL_PREFIX}.package.sha256", f"{LABEL_PREFIX}.dockerfile.sha256",
-                f"{LABEL_PREFIX}.base.digest")
+INPUT_LABELS = (L.PACKAGE_SHA256, L.DOCKERFILE_SHA256, L.BASE_DIGEST)
 
 
 @runtime_checkable
@@ -148,13 +146,13 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     client = client or build_engine()
     base_digest = _base_digest(client, config.build.base_image, pull=opts.pull, observer=observer)
     inputs = {
-        f"{LABEL_PREFIX}.package": release.name,
-        f"{LABEL_PREFIX}.version": version,
-        f"{LABEL_PREFIX}.index": _without_credentials(config.index_url),
-        f"{LABEL_PREFIX}.package.sha256": release.sha256,
-        f"{LABEL_PREFIX}.dockerfile.sha256": hashlib.sha256(dockerfile.encode()).hexdigest(),
-        f"{LABEL_PREFIX}.base.image": config.build.base_image,
-        f"{LABEL_PREFIX}.base.digest": base_digest,
+        L.PACKAGE: release.name,
+        L.VERSION: version,
+        L.INDEX: _without_credentials(config.index_url),
+        L.PACKAGE_SHA256: release.sha256,
+        L.DOCKERFILE_SHA256: hashlib.sha256(dockerfile.encode()).hexdigest(),
+        L.BASE_IMAGE: config.build.base_image,
+        L.BASE_DIGEST: base_digest,
     }
     repository = f"{config.registry}/{image}"
     action, existing = Action.BUILD, None
@@ -170,7 +168,7 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
             elif opts.force:
                 action = Action.REPLACE
             else:
-                what = ", ".join(k.removeprefix(LABEL_PREFIX + ".") for k in differs)
+                what = ", ".join(k.removeprefix(L.ROOT + ".") for k in differs)
                 raise UsageError(f"{repository}:{tag} already exists with different content "
                                  f"({what} differ); tags are immutable — publish a new version, "
                                  "or pass --force to replace it")
@@ -224,8 +222,8 @@ def execute_build(plan: BuildPlan, *, client: docker.DockerClient | None = None,
         "org.opencontainers.image.version": plan.version,
         "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **plan.input_labels,
-        f"{LABEL_PREFIX}.pip-freeze": freeze,
-        f"{LABEL_PREFIX}.builder": f"dockship {__version__}",
+        L.PIP_FREEZE: freeze,
+        L.BUILDER: f"dockship {__version__}",
     }
     # The freeze is only known after the install: label a commit of a never-started container
     # of the built image (its config is the image's; 0.07 s, where a second build took 0.2 s).

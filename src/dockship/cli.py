@@ -135,7 +135,7 @@ def _roll(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from dockship.deploy import RollOptions, roll
+    from dockship.roll import RollOptions, roll
     from dockship.halt import Halt
     from dockship.report import NodeResult
     from dockship.live import LiveTable
@@ -228,7 +228,7 @@ def _status(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from dockship.deploy import read_history
+    from dockship.roll import read_history
 
     records = read_history(_config(args), args.env, args.service)
     table = Table(box=None, pad_edge=False, header_style="bold")

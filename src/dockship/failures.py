@@ -23,7 +23,7 @@ import requests
 
 from dockship.errors import DockshipError, Unreachable, last_line
 
-__all__ = ["engine_failure", "http_failure", "reason", "without_credentials"]
+__all__ = ["engine_failure", "engine_problem", "http_failure", "reason", "without_credentials"]
 
 _URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:(?P<userinfo>[^\s/?#@]*)@)?"
                      r"(?P<rest>[^\s?#'\")]*)(?:\?[^\s#'\")]*)?(?:#[^\s'\")]*)?")
@@ -105,15 +105,24 @@ def http_failure(what: str, exc: BaseException) -> str:
     return without_credentials(f"{what} did not answer ({reason(exc)})")
 
 
+def engine_problem(exc: BaseException, doing: str) -> str:
+    """What went wrong in an engine call while `doing` something ("start the new container"),
+    without the node's name: the engine refused (its answer), or did not answer (why)."""
+    if isinstance(exc, docker.errors.APIError):
+        detail = str(exc.explanation or exc).strip().splitlines()
+        refusal = detail[-1][:200] if detail else str(exc.status_code)
+        return without_credentials(f"the engine refused to {doing}: {refusal}")
+    if isinstance(exc, DockshipError) and not isinstance(exc, Unreachable):
+        return without_credentials(last_line(exc, 300))
+    return f"engine unreachable while trying to {doing} ({reason(exc)})"
+
+
 def engine_failure(node: str, exc: BaseException, doing: str) -> DockshipError:
     """The error to raise for a failed engine call on `node` while `doing` something
     ("create the lock"): `Unreachable` when the engine did not answer (or the
     transport to it failed), a plain `DockshipError` when it answered and refused.
     """
-    if isinstance(exc, docker.errors.APIError):
-        detail = str(exc.explanation or exc).strip().splitlines()
-        refusal = detail[-1][:200] if detail else str(exc.status_code)
-        return DockshipError(without_credentials(f"node {node}: the engine refused to {doing}: {refusal}"))
-    if isinstance(exc, DockshipError) and not isinstance(exc, Unreachable):
-        return DockshipError(without_credentials(f"node {node}: {exc}"))
-    return Unreachable(f"node {node}: engine unreachable while trying to {doing} ({reason(exc)})")
+    text = f"node {node}: {engine_problem(exc, doing)}"
+    answered = isinstance(exc, docker.errors.APIError) or (
+        isinstance(exc, DockshipError) and not isinstance(exc, Unreachable))
+    return DockshipError(text) if answered else Unreachable(text)

@@ -49,6 +49,7 @@ import docker.errors
 from dockship import labels, parallel, stateimage
 from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
 from dockship.errors import DockshipError, LockHeld
+from dockship.failures import engine_failure
 from dockship.polling import poll
 from dockship.times import format_time, human_duration, parse_time, utc_now
 
@@ -341,7 +342,7 @@ class DeployLock:
         try:
             taken = poll(lambda: self._try_take(store), within=SETTLE_SECONDS)
         except stateimage.ENGINE_ERRORS as exc:
-            raise stateimage.engine_failure(store.node, exc, "take the deploy lock") from None
+            raise engine_failure(store.node, exc, "take the deploy lock") from None
         if taken is None:
             raise _Conflict(store.node, None)    # still being made or removed by others
         return taken

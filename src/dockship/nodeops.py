@@ -1,6 +1,6 @@
 """What a roll does to one node, as a narrow interface: eight verbs and two records.
 
-The roll's state machine (swap.py, rollout.py) speaks only this interface,
+The roll's state machine (swap.py, executor.py) speaks only this interface,
 so every path through it, rollbacks included, runs in unit tests against an
 in-memory node (tests/unit/fakenode.py) as well as against real engines
 (`DockerNode`, here). Each verb is one engine operation or one health gate;
@@ -20,8 +20,8 @@ from dockship.config import HealthCheck, Service
 from dockship.container import (ServiceContainer, containers_of, create, current_of, logs_tail,
                                 prune, remove, start, stop)
 from dockship.credentials import Credentials
-from dockship.engine import drain
-from dockship.engines import NodeEngine
+from dockship.streams import drain
+from dockship.fleet import NodeEngine
 from dockship.health import Verdict
 from dockship.nodestate import Running
 from dockship.probe import wait_healthy

@@ -242,16 +242,3 @@ def get_files(client: docker.DockerClient, container_id: str, directory: str,
             if handle is not None:
                 files[parts[1]] = handle.read()
     return files
-
-
-def engine_failure(node: str, exc: BaseException, doing: str) -> DockshipError:
-    """A user-facing error for a failed engine call on `node` while `doing` something."""
-    if isinstance(exc, docker.errors.APIError):
-        detail = str(exc.explanation or exc).strip().splitlines()
-        return DockshipError(f"node {node}: the engine refused to {doing}: "
-                             f"{detail[-1][:200] if detail else exc.status_code}")
-    if isinstance(exc, DockshipError) and not isinstance(exc, Unreachable):
-        return DockshipError(f"node {node}: {exc}")
-    text = str(exc).strip().splitlines()
-    reason = text[-1][:200] if text else type(exc).__name__
-    return Unreachable(f"node {node}: engine unreachable while trying to {doing} ({reason})")

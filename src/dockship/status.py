@@ -7,7 +7,7 @@ from typing import Any
 
 from dockship.config import Config, Service
 from dockship.container import containers_of, current
-from dockship.engines import Fleet, NodeEngine
+from dockship.fleet import Fleet, NodeEngine
 from dockship.failures import reason
 from dockship.inventory import nodes_for
 from dockship.probe import probe_once
@@ -67,7 +67,7 @@ def node_status(engine: NodeEngine, service: Service) -> NodeStatus:
 
 
 def status(config: Config, env_name: str, service: str | None = None) -> list[ServiceStatus]:
-    from dockship.deploy import services_for
+    from dockship.roll import services_for
 
     env = config.environment(env_name)
     out = []

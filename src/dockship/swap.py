@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from dockship.config import HealthCheck
 from dockship.errors import DockshipError, last_line
+from dockship.failures import engine_problem
 from dockship.gates import GateRefused, Gates
 from dockship.halt import Halt
 from dockship.health import State
@@ -133,7 +134,7 @@ class NodeSwap:
         except GateRefused as exc:
             return self._put_back(ready, ctx, str(exc), t0, rejoined=exc.joined), None
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old container goes back
-            return self._put_back(ready, ctx, _engine_problem(self.name, exc), t0), None
+            return self._put_back(ready, ctx, engine_problem(exc, "swap the containers"), t0), None
         if reason is not None:
             return self._put_back(ready, ctx, reason, t0), None
         self.say(Phase.UPDATED, "")
@@ -188,7 +189,7 @@ class NodeSwap:
             self.rules.gates.leave_quietly(ctx, self.say)
             self.ops.stop(done.new_id, self.rules.stop_timeout)
         except Exception as exc:  # noqa: BLE001 - the node keeps the new version, reported
-            problem = f"could not stop the new container: {_engine_problem(self.name, exc)}"
+            problem = engine_problem(exc, "stop the new container")
             self.say(Phase.BROKEN, problem)
             return self.outcome(NodeResult.BROKEN, t0, problem)
         problem = self._start_old(done.old_id, ctx)
@@ -206,7 +207,7 @@ class NodeSwap:
             verdict = self.ops.probe(old_id, self.rules.restore_check)
         except Exception as exc:  # noqa: BLE001 - reported as the node's problem
             return (f"the previous container could not be started: "
-                    f"{_engine_problem(self.name, exc)}")
+                    f"{engine_problem(exc, 'start it')}")
         if verdict.state is not State.HEALTHY:
             return f"the previous container is not healthy again: {verdict.reason}"
         self.rules.gates.join_quietly(ctx, self.say)
@@ -249,17 +250,6 @@ class NodeSwap:
 def held_window(check: HealthCheck) -> HealthCheck:
     """The gate of a node whose min_healthy window is held in the background (overlap)."""
     return replace(check, min_healthy=0)
-
-
-def _engine_problem(node: str, exc: BaseException) -> str:
-    """One line for a failed engine call: an engine that answered, or one that did not."""
-    import docker.errors
-
-    from dockship.stateimage import ENGINE_ERRORS
-    if isinstance(exc, docker.errors.APIError) or not isinstance(exc, ENGINE_ERRORS) \
-            or isinstance(exc, DockshipError):
-        return _short(exc)
-    return f"the engine of {node} is unreachable ({_short(exc)})"
 
 
 def _short(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from dockship.engine import StreamError, drain
+from dockship.streams import StreamError, drain
 from dockship_lab.engine import require_program
 from dockship_lab.paths import LabPaths
 from dockship_lab.process import LabError, run

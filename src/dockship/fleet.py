@@ -23,6 +23,7 @@ import requests
 from dockship import parallel
 from dockship.config import DEFAULT_PARALLEL, Environment, Node
 from dockship.errors import DockshipError, Unreachable, last_line
+from dockship.failures import engine_problem
 
 T = TypeVar("T")
 API_TIMEOUT = 120
@@ -97,7 +98,7 @@ class NodeEngine:
         except DockshipError as exc:
             raise type(exc)(f"node {self.node.name}: {exc}") from None
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-            raise Unreachable(f"{where} unreachable: {last_line(exc)}") from None
+            raise Unreachable(f"{where}: {engine_problem(exc, 'connect')}") from None
 
     def close(self) -> None:
         with self._lock:

@@ -14,7 +14,7 @@ from fakenode import (FakeBalancer, FakeNode, Recorder, environment, fleet, plan
 from dockship.bake import BakeVerdict, Figures
 from dockship.halt import Halt
 from dockship.report import NodeResult, Result
-from dockship.rollout import Deployment
+from dockship.executor import Deployment
 
 
 def run(nodes: dict[str, FakeNode], env=None, svc=None, *, tag="1.1.0", halt=None,

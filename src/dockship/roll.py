@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from dockship import history
 from dockship.config import DEFAULT_PARALLEL, Config, Environment, Service
 from dockship.credentials import Credentials, registry_credentials
-from dockship.engines import Fleet
+from dockship.fleet import Fleet
 from dockship.errors import UsageError
 from dockship.halt import Halt
 from dockship.inventory import nodes_for
@@ -25,7 +25,7 @@ from dockship.observer import QuietObserver, RollObserver
 from dockship.plan import RollPlan, Target, plan_rollback, plan_roll
 from dockship.registry import RegistryClient
 from dockship.report import Result, RollReport
-from dockship.rollout import Deployment
+from dockship.executor import Deployment
 from dockship.tags import newest_tag, parse_version, tag_for
 from dockship.times import human_duration, utc_now
 
