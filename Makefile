@@ -25,7 +25,9 @@ lab-down: deps
 demo: lab
 	@bash scripts/demo.sh
 
-unit: deps
+# The roll's state machine, the lease, planning and every pure rule: seconds, no root, no lab.
+unit:
+	@bash scripts/install-deps.sh --python-only
 	$(PY) -m pytest -q tests/unit
 
 test: deps

@@ -4,6 +4,9 @@
 # no-op when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --python-only: just the virtualenv (what `make unit` needs: no root, no Debian packages).
+PYTHON_ONLY=0
+[[ "${1:-}" == "--python-only" ]] && PYTHON_ONLY=1
 
 APT_PACKAGES=(
   docker.io          # build engine and node engines (dockerd, containerd, runc)
@@ -22,7 +25,7 @@ APT_PACKAGES=(
 )
 
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
+((PYTHON_ONLY)) || for pkg in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$pkg")
   fi
