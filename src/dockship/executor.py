@@ -84,7 +84,7 @@ class Deployment:
         if problem:
             return self._finish(Result.FAILED, f"{problem}; nothing was changed")
         self.observer.planned(self.plan)
-        self.start_preparing()
+        self.prepare()
         failure: Failure | None = None
         try:
             batches = self.plan.batches
@@ -98,7 +98,7 @@ class Deployment:
         except Exception as exc:  # noqa: BLE001 - a bug must still put nodes back and report
             failure = Failure(None, f"internal error: {last_line(exc)}")
         finally:
-            self._close()
+            self.close()
         if failure is None:
             self._hook("post_roll", self._context())
             return self._finish(Result.SUCCEEDED)
@@ -190,31 +190,33 @@ class Deployment:
             return str(exc)
         return None
 
-    def start_preparing(self) -> None:
-        """Pull and create on every node that changes, ahead of its turn; idempotent.
+    def prepare(self, names: Sequence[str] | None = None) -> None:
+        """Pull and create on the given nodes (default: all that change), ahead of their turn.
 
-        Safe before the deploy lock is held on every node (an image or a created
-        container changes nothing a node serves), so callers start it as soon as
-        the lock is theirs on the first node.
+        Idempotent per node. A node may be prepared once the deploy lock is ours
+        there (what it runs is read then, and stays so), before the lock is held
+        everywhere: an image or a created container changes nothing it serves.
+        `close()` removes what was prepared for a node the roll never reached.
         """
         with self._start_lock:
-            if self._preparing is not None:
-                return
-            self._preparing = ThreadPoolExecutor(max_workers=self.parallel,
-                                                 thread_name_prefix="prepare")
+            if self._preparing is None:
+                self._preparing = ThreadPoolExecutor(max_workers=self.parallel,
+                                                     thread_name_prefix="prepare")
             for s in self.plan.steps:
-                if s.action is StepAction.DEPLOY:
-                    self._prepared[s.node.name] = self._preparing.submit(
-                        self.swaps[s.node.name].prepare)
+                name = s.node.name
+                if s.action is StepAction.DEPLOY and name not in self._prepared \
+                        and (names is None or name in names):
+                    self._prepared[name] = self._preparing.submit(self.swaps[name].prepare)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         """Stop what runs in the background; remove containers prepared for nodes not reached."""
         for policy in self.policies:
             policy.close()
-        if self._preparing is not None:
-            for fut in self._prepared.values():
-                fut.cancel()
-            self._preparing.shutdown(wait=True)
+        with self._start_lock:
+            if self._preparing is not None:
+                for fut in self._prepared.values():
+                    fut.cancel()
+                self._preparing.shutdown(wait=True)
         reached = {n for n, o in self.outcomes.items() if o.result is not NodeResult.NOT_REACHED}
         for name, fut in self._prepared.items():
             if name in reached or fut.cancelled() or fut.exception() is not None:

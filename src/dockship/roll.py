@@ -175,11 +175,15 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     ledger = history.Ledger(env.name, service.name)
 
     def taken(node: str) -> None:
-        # The deploy is ours from the first node on: preparing overlaps taking the rest.
-        deployment.start_preparing()
+        # The node is ours: prepare it (pull, read, create) while the lock is taken elsewhere.
+        deployment.prepare([node])
         ledger.prepare_node(node, clients[node])
 
-    lock.acquire(on_taken=taken)
+    try:
+        lock.acquire(on_taken=taken)
+    except BaseException:
+        deployment.close()   # the lock is someone else's: remove what was prepared
+        raise
     report = None
     try:
         with LeaseKeeper(lock, on_lost=halt.trip):

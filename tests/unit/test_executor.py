@@ -335,3 +335,15 @@ def test_a_halt_before_anything_started_changes_nothing():
     report = run(nodes, halt=halt)
     assert report.result is Result.FAILED and "nothing was changed" in report.reason
     assert all("create" not in n.verbs() for n in nodes.values())
+
+
+def test_nodes_prepared_for_a_roll_that_never_ran_are_cleaned_up():
+    # The deploy lock was taken on node1 (prepared at once), then found held on node2.
+    nodes = fleet(2)
+    env, svc = environment(), service()
+    dep = Deployment(plan_for(nodes, env, svc), service=svc, env=env, nodes=nodes)
+    dep.prepare(["node1"])
+    dep.close()
+    assert [b.state for b in nodes["node1"].boxes.values()] == ["running", "removed"]
+    assert "create" not in nodes["node2"].verbs()
+    assert nodes["node1"].serving == "1.0.0"
