@@ -1,4 +1,9 @@
-"""`dockship roll` / `rollback` on the lab: real nodes, real health checks, real failures."""
+"""`dockship roll` / `rollback` on the lab: real nodes, real health checks, real failures.
+
+The versions are published and built once for the module (`fleet`); what runs
+on the nodes is set up by each test's own fixtures (`empty`, `on_1_0_0`, …),
+so every test passes alone (`-k`) and in any order.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,54 @@ def roll_json(fleet, *args, expect: int = 0, **kw) -> dict:
     return json.loads(proc.stdout)
 
 
+def roll_to(fleet, *tags: str) -> None:
+    """Roll to each tag in turn. From any state, every node then runs the last tag; a tag that
+    differs from the one before it has that one as its previous tag (and kept its container)."""
+    for tag in tags:
+        report = roll_json(fleet, "--tag", tag)
+        assert report["result"] == "succeeded", report
+
+
+@pytest.fixture
+def empty(fleet):
+    """Nothing of the service on the nodes: no container, no lock, no history."""
+    fleet.cleanup()
+    return fleet
+
+
+@pytest.fixture
+def on_1_0_0(fleet):
+    """Every node runs 1.0.0."""
+    roll_to(fleet, "1.0.0")
+    return fleet
+
+
+@pytest.fixture
+def on_1_1_0(fleet):
+    """Every node runs 1.1.0."""
+    roll_to(fleet, "1.1.0")
+    return fleet
+
+
+@pytest.fixture
+def on_1_1_0_after_1_0_0(fleet):
+    """Every node runs 1.1.0, rolled from 1.0.0 (its previous tag, retained)."""
+    roll_to(fleet, "1.0.0", "1.1.0")
+    return fleet
+
+
+@pytest.fixture
+def history_of_rolls(empty):
+    """From nothing: roll 1.0.0, roll 1.1.0, a sick release rolled back, rollback, rollback --tag 1.1.0."""
+    roll_to(empty, "1.0.0", "1.1.0")
+    assert roll_json(empty, "--tag", "0.9.2", expect=1)["result"] == "rolled_back"
+    for extra in ((), ("--tag", "1.1.0")):
+        json_out(dockship("--config", str(empty.config), "rollback", "--env", "lab",
+                          "--service", empty.service, "--json", *extra))
+    return empty
+
+
+@pytest.mark.usefixtures("empty")
 def test_dry_run_prints_canary_and_batches_and_touches_nothing(fleet):
     proc = fleet.roll("--tag", "1.0.0", "--dry-run", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -43,6 +96,7 @@ def test_dry_run_prints_canary_and_batches_and_touches_nothing(fleet):
     assert all(fleet.running(n) == [] for n in fleet.nodes)
 
 
+@pytest.mark.usefixtures("empty")
 def test_roll_puts_the_tag_on_every_node_by_digest(fleet):
     report = roll_json(fleet, "--tag", "1.0.0")
     assert list(report)[:6] == ROLL_KEYS
@@ -58,6 +112,7 @@ def test_roll_puts_the_tag_on_every_node_by_digest(fleet):
         assert container["HostConfig"]["Init"] is True
 
 
+@pytest.mark.usefixtures("on_1_0_0")
 def test_roll_without_tag_takes_the_highest_final_release_in_the_registry(fleet):
     report = roll_json(fleet)
     assert report["tag"] == "1.1.0" and report["digest"] == fleet.digests["1.1.0"]
@@ -65,6 +120,7 @@ def test_roll_without_tag_takes_the_highest_final_release_in_the_registry(fleet)
     assert set(fleet.versions().values()) == {"1.1.0"}
 
 
+@pytest.mark.usefixtures("on_1_1_0")
 def test_rolling_what_already_runs_changes_nothing(fleet):
     before = {n["name"]: fleet.running(n)[0]["Id"] for n in fleet.nodes}
     report = roll_json(fleet, "--tag", "1.1.0")
@@ -73,6 +129,7 @@ def test_rolling_what_already_runs_changes_nothing(fleet):
     assert {n["name"]: fleet.running(n)[0]["Id"] for n in fleet.nodes} == before
 
 
+@pytest.mark.usefixtures("on_1_1_0")
 @pytest.mark.parametrize("version, reason, log", [
     ("0.9.1", "crash", "crashing at start on purpose"),
     ("0.9.2", "answered 503 (expected 200)", None),
@@ -96,6 +153,7 @@ def test_a_sick_release_stops_at_the_canary_and_the_fleet_keeps_running(fleet, v
     assert all(version not in fleet.tags_on(n) for n in fleet.nodes)
 
 
+@pytest.mark.usefixtures("on_1_1_0")
 def test_a_failure_on_a_later_node_puts_the_updated_nodes_back(fleet, tmp_path):
     hook = refusing_hook(tmp_path / "fail-on-node3", "node3")
     config = fleet.write_config(tmp_path / "dockship.toml", hooks={"pre_node": [str(hook)]})
@@ -110,6 +168,7 @@ def test_a_failure_on_a_later_node_puts_the_updated_nodes_back(fleet, tmp_path):
     assert fleet.versions() == {"node1": "1.1.0", "node2": "1.1.0", "node3": "1.1.0"}
 
 
+@pytest.mark.usefixtures("on_1_1_0")
 def test_hooks_see_the_deployment_in_their_environment(fleet, tmp_path):
     log = tmp_path / "hooks.log"
     hook = tmp_path / "record"
@@ -129,6 +188,7 @@ def test_hooks_see_the_deployment_in_their_environment(fleet, tmp_path):
     assert len(lines) == 8
 
 
+@pytest.mark.usefixtures("on_1_0_0")
 def test_rollback_without_tag_returns_each_node_to_its_previous_tag_without_pulling(fleet):
     roll_json(fleet, "--tag", "1.1.0")
     since = int(time.time()) - 1
@@ -148,6 +208,7 @@ def test_rollback_without_tag_returns_each_node_to_its_previous_tag_without_pull
         assert pulls == [], f"{node['name']} pulled during the rollback: {pulls}"
 
 
+@pytest.mark.usefixtures("on_1_0_0")
 def test_rollback_with_a_tag_is_a_roll_to_that_tag(fleet):
     proc = dockship("--config", str(fleet.config), "rollback", "--env", "lab",
                     "--service", fleet.service, "--tag", "1.1.0", "--json")
@@ -156,6 +217,7 @@ def test_rollback_with_a_tag_is_a_roll_to_that_tag(fleet):
     assert set(fleet.versions().values()) == {"1.1.0"}
 
 
+@pytest.mark.usefixtures("on_1_1_0_after_1_0_0")
 def test_status_reads_what_every_node_runs(fleet):
     status = json_out(dockship("--config", str(fleet.config), "status", "--env", "lab",
                                "--service", fleet.service, "--json"))
@@ -167,6 +229,7 @@ def test_status_reads_what_every_node_runs(fleet):
         assert len(node["retained"]) <= 3
 
 
+@pytest.mark.usefixtures("history_of_rolls")
 def test_history_lists_every_roll_newest_first(fleet):
     out = json_out(dockship("--config", str(fleet.config), "history", "--env", "lab",
                             "--service", fleet.service, "--json"))
