@@ -80,6 +80,7 @@ class Deployment:
     # -- the walk ---------------------------------------------------------------------
 
     def run(self) -> RollReport:
+        self.started_at, self._t0 = utc_now(), time.monotonic()
         problem = self._preflight()
         if problem:
             return self._finish(Result.FAILED, f"{problem}; nothing was changed")

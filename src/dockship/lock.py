@@ -318,7 +318,7 @@ class DeployLock:
                 time.sleep(min(left, self.poll_every * random.uniform(0.8, 1.2)))
 
     def _acquire_all(self, on_taken: Callable[[str], object] | None) -> None:
-        first, rest = self.stores[0], self.stores[1:]
+        first = self.stores[0]
 
         def take(store: LockStore) -> None:
             if store.node not in self.held:
@@ -329,8 +329,11 @@ class DeployLock:
                 except Exception:  # noqa: BLE001 - best effort by contract
                     pass
         try:
-            take(first)     # contenders meet here; the winner takes the rest at once
-            errors = [exc for _, _, exc in parallel.each(rest, take, limit=self.parallel) if exc]
+            if first.node not in self.held:   # contenders meet here, alone
+                self.held[first.node] = self._take(first)
+            # The winner takes the rest at once; the first node's on_taken runs beside them.
+            errors = [exc for _, _, exc in parallel.each(self.stores, take, limit=self.parallel)
+                      if exc]
             if errors:
                 raise errors[0]
         except BaseException:

@@ -75,7 +75,9 @@ class DockerNode:
         return self.engine.address
 
     def _container(self, cid: str) -> ServiceContainer:
-        return ServiceContainer.from_id(self.engine.client, cid)
+        # By id alone: every verb below is one engine call, with no inspect ahead of it
+        # (over SSH each call costs a round trip, and a swap is on a node's critical path).
+        return ServiceContainer(self.engine.client, {"Id": cid})
 
     def current(self) -> Running | None:
         found = current_of(self.engine.client, self.service.name)
