@@ -119,8 +119,7 @@ class NodeSwap:
             return self.outcome(NodeResult.FAILED, t0,
                                 f"{_short(exc)}; nothing changed on this node"), None
         halt = self.rules.halt
-        if halt.is_set():
-            self.discard(ready.new_id)
+        if halt.is_set():   # not its turn after all; the roll removes what was prepared
             return self.outcome(NodeResult.NOT_REACHED, t0, halt.reason), None
         ctx = self.context()
         try:

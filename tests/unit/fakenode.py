@@ -157,11 +157,15 @@ class FakeNode:
 
     def stop(self, cid: str, timeout: float) -> None:
         self._call("stop", self.boxes[cid].tag)
+        if self.boxes[cid].state == "removed":
+            raise RuntimeError(f"No such container: {cid}")   # as an engine answers 404
         if self.boxes[cid].state == "running":
             self.boxes[cid].state = "exited"
 
     def remove(self, cid: str) -> None:
         self._call("remove", self.boxes[cid].tag)
+        if self.boxes[cid].state == "removed":
+            raise RuntimeError(f"No such container: {cid}")
         assert self.boxes[cid].state != "running", "removed a running container"
         self.boxes[cid].state = "removed"
 

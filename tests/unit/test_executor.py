@@ -181,6 +181,7 @@ def test_a_signal_in_any_phase_leaves_every_node_serving_its_previous_version(no
     assert "interrupted by SIGINT" in report.reason
     assert {n.serving for n in nodes.values()} == {"1.0.0"}
     assert_no_node_lost_its_service(nodes, report)
+    assert not report.warnings, report.warnings   # every unused container removed, once
 
 
 def test_a_failed_bake_puts_the_canary_back():
