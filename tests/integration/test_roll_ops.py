@@ -276,8 +276,10 @@ def test_a_roll_killed_outright_leaves_every_node_running_and_the_next_roll_clea
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node3 = fleet.nodes[2]
     try:
-        # killed once node3's container is made (ahead of its turn) and the canary is mid-swap
-        wait_for(lambda: "1.2.0" in fleet.tags_on(node3), timeout=120)
+        # killed once node3's container is made (ahead of its turn) and the canary is mid-swap:
+        # its new container runs and is being watched for health (1.2.0 takes 4 s to answer)
+        wait_for(lambda: "1.2.0" in fleet.tags_on(node3)
+                 and running_tags(fleet)["node1"] == ["1.2.0"], timeout=120, interval=0.05)
     finally:
         proc.kill()
         proc.wait()
