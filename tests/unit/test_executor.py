@@ -184,22 +184,29 @@ def test_a_signal_in_any_phase_leaves_every_node_serving_its_previous_version(no
     assert not report.warnings, report.warnings   # every unused container removed, once
 
 
-def test_a_failed_bake_puts_the_canary_back():
-    nodes = fleet(3)
+def bake_roll(nodes, verdict, *, halt=None, seconds: float = 1):
+    """A roll whose canary bake measures nothing and returns `verdict()` (called mid-bake)."""
+    from dockship.policies import CanaryBake
+
+    env, svc = environment(bake=seconds), service()
+    plan = plan_for(nodes, env, svc)
+    halt = halt or Halt()
+    recorder = Recorder()
     figures = Figures(100, 20, 5.0, 9.0)
 
     def measure(canary, baseline, settings, cancel=None):
-        return BakeVerdict(False, "canary error rate 20% vs baseline 0%", figures, figures, 1.0)
+        passed, reason = verdict()
+        return BakeVerdict(passed, reason, figures, figures, 1.0)
 
-    env = environment(bake=1)
-    svc = service()
-    plan = plan_for(nodes, env, svc)
-    from dockship.policies import CanaryBake
-    recorder = Recorder()
     bake = CanaryBake(env.rollout.bake, plan, nodes, port=8000, health_path="/health",
-                      cancel=Halt(), observer=recorder, measure=measure)
-    dep = Deployment(plan, service=svc, env=env, nodes=nodes, observer=recorder, policies=[bake])
-    report = dep.run()
+                      cancel=halt, observer=recorder, measure=measure)
+    return Deployment(plan, service=svc, env=env, nodes=nodes, observer=recorder, halt=halt,
+                      policies=[bake]).run()
+
+
+def test_a_failed_bake_puts_the_canary_back():
+    nodes = fleet(3)
+    report = bake_roll(nodes, lambda: (False, "canary error rate 20% vs baseline 0%"))
     assert report.result is Result.ROLLED_BACK and "canary bake failed" in report.reason
     assert results(report)["node1"] is NodeResult.ROLLED_BACK
     assert report.bake is not None and report.bake["passed"] is False
@@ -310,21 +317,12 @@ def test_a_signal_around_the_balancer_leaves_every_node_in_traffic_on_its_old_ve
 def test_a_signal_during_the_bake_puts_the_canary_back():
     nodes = fleet(3)
     halt = Halt()
-    figures = Figures(10, 0, 5.0, 9.0)
 
-    def measure(canary, baseline, settings, cancel=None):
+    def interrupted():
         halt.trip("interrupted by SIGINT")   # arrives while the bake runs
-        return BakeVerdict(False, "interrupted", figures, figures, 0.5)
+        return False, "interrupted"
 
-    env = environment(bake=5)
-    svc = service()
-    plan = plan_for(nodes, env, svc)
-    from dockship.policies import CanaryBake
-    recorder = Recorder()
-    bake = CanaryBake(env.rollout.bake, plan, nodes, port=8000, health_path="/health",
-                      cancel=halt, observer=recorder, measure=measure)
-    report = Deployment(plan, service=svc, env=env, nodes=nodes, observer=recorder, halt=halt,
-                        policies=[bake]).run()
+    report = bake_roll(nodes, interrupted, halt=halt, seconds=5)
     assert report.result is Result.ROLLED_BACK
     assert {n.serving for n in nodes.values()} == {"1.0.0"}
 
