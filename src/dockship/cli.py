@@ -19,7 +19,7 @@ from rich.text import Text
 
 from dockship import __version__
 from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
-from dockship.errors import DockshipError
+from dockship.errors import DockshipError, last_line, printable
 
 # Human output goes to stderr. A log (not a terminal) gets a wide page: nothing wraps there,
 # and the status and history tables are read whole rather than squeezed into 80 columns.
@@ -30,6 +30,8 @@ err = Console(stderr=True, highlight=False,
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dockship", description="Bake package versions from an index into images and roll them onto nodes, gated on health.")
     p.add_argument("--version", action="version", version=f"dockship {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an internal error (also DOCKSHIP_DEBUG=1)")
     p.add_argument("--config", metavar="PATH",
                    help="configuration file (default: $DOCKSHIP_CONFIG or ./dockship.toml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -265,12 +267,31 @@ def _usage(message: str) -> DockshipError:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every way it can end is an exit code and one line, never a traceback.
+
+    With `--json` a failure before any result still prints one object,
+    `{"error", "exit_code"}` (design §2). An error nobody foresaw is a bug:
+    `dockship: internal error: …`, exit 1; `--debug` or DOCKSHIP_DEBUG=1 shows
+    its traceback.
+    """
     args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except DockshipError as exc:
-        err.print(Text.assemble(("dockship: error: ", "bold red"), str(exc)), soft_wrap=True)
-        return exc.exit_code
+        return _fail(args, "dockship: error: ", str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        err.print("dockship: interrupted")
-        return 130
+        return _fail(args, "dockship: ", "interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the one place a bug is turned into an exit code
+        if debug:
+            raise
+        return _fail(args, "dockship: internal error: ",
+                     f"{type(exc).__name__}: {last_line(exc, 500)} (run with --debug for the "
+                     "traceback)", 1)
+
+
+def _fail(args: argparse.Namespace, head: str, text: str, code: int) -> int:
+    err.print(Text.assemble((head, "bold red"), printable(text)), soft_wrap=True)
+    if getattr(args, "json", False):
+        _emit_json({"error": printable(text), "exit_code": code})
+    return code

@@ -207,7 +207,10 @@ def config_path(explicit: str | None) -> Path:
 
 def load(path: Path) -> Config:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); save it as UTF-8") from None
     except FileNotFoundError:
         raise UsageError(f"config file {path} not found; pass --config PATH or set DOCKSHIP_CONFIG") from None
     except OSError as exc:

@@ -14,6 +14,14 @@ def last_line(exc: BaseException, limit: int = 200) -> str:
     return text[-1][:limit] if text else type(exc).__name__
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\x1b`, `\\n`): what servers and users
+    send is shown, never interpreted by the terminal. Multi-line messages keep their
+    line breaks; every other control character is escaped."""
+    return "".join(ch if ch == "\n" or ch.isprintable() else ch.encode("unicode_escape").decode()
+                   for ch in text)
+
+
 class DockshipError(Exception):
     """An error meant for the user: one line that says what and how to fix it."""
 

@@ -1,0 +1,59 @@
+"""The command line's last line of defence: exit codes and one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dockship import cli
+from dockship.errors import LockHeld
+
+
+def test_a_config_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys):
+    config = tmp_path / "dockship.toml"
+    config.write_bytes(b"\xff\xfe[index]\n")
+    assert cli.main(["--config", str(config), "status", "--env", "stage", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert f"{config}: not UTF-8 text" in err and "Traceback" not in err
+    assert json.loads(out) == {"error": f"{config}: not UTF-8 text (byte 0xff at offset 0); "
+                                        "save it as UTF-8", "exit_code": 2}
+
+
+def test_an_unforeseen_error_is_one_line_and_exit_1(monkeypatch, capsys):
+    def broken(args):
+        raise KeyError("labels")
+
+    monkeypatch.setattr(cli, "_status", broken)
+    monkeypatch.delenv("DOCKSHIP_DEBUG", raising=False)
+    assert cli.main(["status", "--env", "stage", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("dockship: internal error: KeyError: 'labels'")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert json.loads(out)["exit_code"] == 1
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(monkeypatch, how):
+    def broken(args):
+        raise KeyError("labels")
+
+    monkeypatch.setattr(cli, "_status", broken)
+    argv = ["status", "--env", "stage"]
+    if how == "flag":
+        argv.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("DOCKSHIP_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(argv)
+
+
+def test_a_known_error_keeps_its_exit_code_and_escapes_control_characters(monkeypatch, capsys):
+    def held(args):
+        raise LockHeld("locked by \x1b]0;pwned\x07mallory")
+
+    monkeypatch.setattr(cli, "_roll", held)
+    assert cli.main(["roll", "--env", "stage", "--json"]) == 3
+    out, err = capsys.readouterr()
+    assert "\x1b" not in err and "\\x1b]0;pwned\\x07mallory" in err
+    assert json.loads(out) == {"error": "locked by \\x1b]0;pwned\\x07mallory", "exit_code": 3}
