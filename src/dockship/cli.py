@@ -35,7 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH",
                    help="configuration file (default: $DOCKSHIP_CONFIG or ./dockship.toml)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _build_parser(sub)
+    _roll_parsers(sub)
+    _read_parsers(sub)
+    _lab_parser(sub)
+    return p
 
+
+def _build_parser(sub) -> None:
     b = sub.add_parser("build", help="bake a package version from the index into a tagged image and push it")
     b.add_argument("package", help="distribution name on the index")
     b.add_argument("version", nargs="?", help="PEP 440 version (default: newest final release)")
@@ -47,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     b.set_defaults(func=_build)
 
+
+def _roll_parsers(sub) -> None:
     for name, rollback, text, tag_help in (
             ("roll", False, "roll a tag onto the nodes of an environment, node by node",
              "image tag (default: the highest final release in the registry)"),
@@ -64,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         _deploy_flags(r)
         r.set_defaults(func=_roll, rollback=rollback, canary_only=False, zone=None)
 
+
+def _read_parsers(sub) -> None:
     st = sub.add_parser("status", help="what every node of an environment runs, and its health")
     st.add_argument("--env", required=True)
     st.add_argument("--service")
@@ -76,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     hi.add_argument("--json", action="store_true", help="print as JSON on stdout")
     hi.set_defaults(func=_history)
 
+
+def _lab_parser(sub) -> None:
     lab = sub.add_parser("lab", help="the local test bed: engines, registry, index, nodes, Chef server")
     labsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
     up = labsub.add_parser("up", help="bring the lab up (idempotent)")
@@ -87,7 +100,6 @@ def _parser() -> argparse.ArgumentParser:
     st = labsub.add_parser("status", help="what the lab runs, and where")
     st.add_argument("--json", action="store_true", help="print as JSON on stdout")
     st.set_defaults(func=_lab)
-    return p
 
 
 def _config(args: argparse.Namespace):

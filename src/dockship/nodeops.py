@@ -129,10 +129,7 @@ class DockerNode:
                             check=check, cancel=cancel, on_update=on_update)
 
     def logs(self, cid: str, lines: int = 20) -> list[str]:
-        try:
-            return logs_tail(self._container(cid), lines)
-        except Exception:  # noqa: BLE001 - last words are best effort (the engine may be gone)
-            return []
+        return logs_tail(self._container(cid), lines)   # best effort: [] if the engine is gone
 
     def prune(self, keep: int, protect: set[str]) -> list[str]:
         return prune(containers_of(self.engine.client, self.service.name), keep, protect=protect)
