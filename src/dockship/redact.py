@@ -164,6 +164,9 @@ class Secrets:
     names: frozenset[str] = frozenset()
     values: frozenset[str] = frozenset()
 
+    def __or__(self, other: Secrets) -> Secrets:
+        return Secrets(self.names | other.names, self.values | other.values)
+
     def is_secret_name(self, name: str) -> bool:
         return name in SECRET_NAMES or name.startswith(SECRET_PREFIXES) or name in self.names
 
