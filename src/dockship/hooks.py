@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dockship.errors import DockshipError
-from dockship.redact import Secrets, known
+from dockship.redact import Secrets, known, redact
 
 HOOK_TIMEOUT = 300.0
 
@@ -79,5 +79,6 @@ def run_hook(hooks: Mapping[str, tuple[str, ...]], name: str, ctx: HookContext, 
     except subprocess.TimeoutExpired:
         raise HookFailed(name, argv, f"did not finish within {timeout:.0f}s") from None
     if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        # The hook's own words end up in the report, history and --json: no secret in them.
+        tail = redact(known().scrub(" | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])))
         raise HookFailed(name, argv, f"exited {proc.returncode}" + (f": {tail}" if tail else ""))

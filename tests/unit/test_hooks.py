@@ -81,3 +81,14 @@ def test_a_remembered_secret_value_is_kept_from_hooks(tmp_path, monkeypatch):
     redact.remember("index-t0ken")
     monkeypatch.setenv("PIP_INDEX_URL", "https://index-t0ken@idx/simple/")
     assert "PIP_INDEX_URL" not in dumped_environ(tmp_path)
+
+
+def test_a_failing_hook_that_prints_a_secret_does_not_pass_it_on(monkeypatch):
+    monkeypatch.setenv("DOCKSHIP_REGISTRY_PASSWORD", "reg-s3cret")
+    # The hook's argv holds no secret; what it prints does (read from a file, say).
+    code = ("import sys; sys.stderr.write('login with reg-s3' + 'cret to http://u:' + 'pw@lb/ failed'); "
+            "sys.exit(1)")
+    with pytest.raises(HookFailed) as info:
+        run_hook({"pre_node": (sys.executable, "-c", code)}, "pre_node", CTX)
+    assert "s3cret" not in str(info.value) and "u:pw" not in str(info.value)
+    assert str(info.value).endswith("exited 1: login with *** to http://***@lb/ failed")
