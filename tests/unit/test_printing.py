@@ -140,3 +140,15 @@ def test_markup_in_a_base_image_is_shown_not_parsed(base_image):
     console, out = terminal()
     RichProgress(console).stage(f"pulling base image {base_image}")
     assert base_image in out.getvalue()
+
+
+def test_a_rejected_url_is_named_without_its_credentials(tmp_path, capsys):
+    config = tmp_path / "dockship.toml"
+    config.write_text('[index]\nurl = "ftp://deploy:s3cr/t@idx.example/simple/?token=zz9"\n'
+                      '[registry]\nurl = "127.0.0.1:5000"\n')
+    assert cli.main(["--config", str(config), "status", "--env", "stage", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert "index.url" in err
+    for stream in (out, err):
+        assert "s3cr" not in stream and "zz9" not in stream and "deploy" not in stream
+    assert "ftp://***@idx.example/simple/" in err
