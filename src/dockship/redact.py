@@ -64,7 +64,7 @@ SECRET_NAMES = frozenset({"DOCKSHIP_SMTP_PASSWORD", "DOCKER_AUTH_CONFIG"})
 # Of those, the ones holding one plain secret value worth scrubbing from text.
 _SCRUBBED_NAMES = ("DOCKSHIP_REGISTRY_PASSWORD", "DOCKSHIP_SMTP_PASSWORD")
 
-_SCHEME_RE = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEME_END_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*$")
 _TOKEN_SEGMENT_RE = re.compile(r"(?=[A-Za-z0-9_~-]*[0-9])(?=[A-Za-z0-9_~-]*[A-Za-z])[A-Za-z0-9_~-]{20,}")
 _WITH_URL_RE = re.compile(r"(with url: )(\S+)")
 _KEY_VALUE_RE = re.compile(r"(?i)\b((?:access_|auth_|api_|private_)?(?:token|password|passwd|secret|"
@@ -85,14 +85,9 @@ def _authority_and_path(rest: str, scheme: str) -> str:
     if at and ("?" in head or "#" in head):
         return MASK      # a password holding ? or #, or an @ in a query: either way, nothing is sure
     if at:
-        keep = scheme.lower() == "ssh" and ":" not in head and not _mask_needed(head)
-        userinfo = head if keep else MASK
-        return f"{userinfo}@{_host_and_path(after)}"
+        login = scheme.lower() == "ssh" and not any(ch in head for ch in ":/%")
+        return f"{head if login else MASK}@{_host_and_path(after)}"
     return _host_and_path(rest)
-
-
-def _mask_needed(userinfo: str) -> bool:
-    return any(ch in userinfo for ch in "/?#%")
 
 
 def _host_and_path(rest: str) -> str:
@@ -121,13 +116,15 @@ def redact_url(url: str) -> str:
 
 
 def _url_in_text(token: str) -> str:
-    """A whitespace-free piece of text holding a URL: the URL redacted, what leads and trails it kept."""
-    m = _SCHEME_RE.search(token)
-    if not m:
-        return token
-    lead, url = token[:m.start()], token[m.start():]
-    stripped = url.rstrip(_TAIL)
-    return lead + redact_url(stripped) + url[len(stripped):]
+    """A whitespace-free piece of text holding ``://``: what follows it redacted as a URL
+    (whatever its scheme looks like), what leads and trails the URL kept."""
+    at = token.index("://")
+    m = _SCHEME_END_RE.search(token[:at])
+    scheme = m.group(0) if m else ""
+    rest = token[at + 3:]
+    stripped = rest.rstrip(_TAIL)
+    return (token[:at + 3] + _authority_and_path(stripped, scheme)
+            + rest[len(stripped):])
 
 
 def redact(text: str) -> str:

@@ -74,6 +74,9 @@ def test_the_scrubber_hides_a_known_secret_in_any_encoding(secret, enc):
     ("Authorization: Bearer abcdefgh1234", "Authorization: Bearer ***"),
     ("x access_token=zzz&b=1 password=hunter22", "x access_token=***&b=1 password=***"),
     ("http://u:pa", "http://u:***"),                                     # cut before its @
+    ("1http://u:p@h/x", "1http://***@h/x"),                             # whatever the scheme
+    ("('://u:p@h')", "('://***@h')"),
+    ("a http://h/x, then ssh://root@n2/, done.", "a http://h/x, then ssh://root@n2/, done."),
 ])
 def test_what_is_shown(text, shown):
     assert redact(text) == shown
