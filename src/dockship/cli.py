@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 
 from dockship import __version__
 from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
-from dockship.errors import DockshipError, last_line, printable
+from dockship.errors import DockshipError, last_line
+from dockship.redact import safe
 
 # Human output goes to stderr. A log (not a terminal) gets a wide page: nothing wraps there,
 # and the status and history tables are read whole rather than squeezed into 80 columns.
@@ -125,7 +125,7 @@ def _build(args: argparse.Namespace) -> int:
                        observer=observer)
     finally:
         observer.close()
-    err.print(f"[green]✓[/] {escape(result.summary())}")
+    err.print(Text.assemble(("✓", "green"), " ", safe(result.summary())))
     if args.json:
         _emit_json(result.to_json())
     return 0
@@ -205,33 +205,28 @@ def _roll(args: argparse.Namespace) -> int:
 
 
 def _print_plan(plan) -> None:
+    from dockship.live import cell
+
     kind = "rollback" if plan.rollback else "roll"
-    err.print(f"[bold]plan[/] ({kind}, dry run: nothing touched): {escape(plan.service)} → "
-              f"{escape(plan.target.tag)} in {escape(plan.env)} [dim]{plan.target.digest}[/]")
+    err.print(Text.assemble(("plan", "bold"), f" ({kind}, dry run: nothing touched): ",
+                            cell(f"{plan.service} → {plan.target.tag} in {plan.env} "),
+                            cell(plan.target.digest, "dim")))
     for batch in plan.batches:
-        err.print(f"  [bold]{batch.label}[/]")
+        err.print(Text.assemble("  ", cell(batch.label, "bold")))
         for s in batch.steps:
-            err.print(f"    {s.node.name:12} zone {s.node.zone or '-':4} {s.from_tag or '—'} → "
-                      f"{s.to_tag}  ({s.action.value})", markup=False)
+            err.print(cell(f"    {s.node.name:12} zone {s.node.zone or '-':4} {s.from_tag or '—'} → "
+                           f"{s.to_tag}  ({s.action.value})"))
     for note in plan.notes:
-        err.print(f"  {note}", markup=False)
+        err.print(cell(f"  {note}"))
 
 
 def _status(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from dockship.status import status
 
     result = status(_config(args), args.env, args.service)
     for svc in result:
-        split = " [yellow](split fleet: " + ", ".join(svc.tags) + ")[/]" if len(svc.tags) > 1 else ""
-        err.print(f"[bold]{escape(svc.service)}[/] in {escape(svc.env)}{split}")
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for col in ("node", "zone", "tag", "health", "since", "previous", "retained", "digest"):
-            table.add_column(col)
-        for n in svc.nodes:
-            table.add_row(n.name, n.zone or "", n.tag or "—", n.error or n.health, n.since or "",
-                          n.previous or "", ", ".join(n.retained), (n.digest or "")[:19])
+        heading, table = _status_view(svc)
+        err.print(heading)
         err.print(table)
     if args.json:
         data = [s.to_json() for s in result]
@@ -239,25 +234,50 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(not n.error for s in result for n in s.nodes) else 1
 
 
-def _history(args: argparse.Namespace) -> int:
+def _status_view(svc) -> tuple[Text, Any]:
+    """A service's heading and its table of nodes; every value shown through `live.cell`."""
     from rich.table import Table
 
+    from dockship.live import cell
+
+    split = cell(" (split fleet: " + ", ".join(svc.tags) + ")", "yellow") if len(svc.tags) > 1 else ""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("node", "zone", "tag", "health", "since", "previous", "retained", "digest"):
+        table.add_column(col)
+    for n in svc.nodes:
+        table.add_row(*(cell(v) for v in (
+            n.name, n.zone or "", n.tag or "—", n.error or n.health, n.since or "",
+            n.previous or "", ", ".join(n.retained), (n.digest or "")[:19])))
+    return Text.assemble(cell(svc.service, "bold"), " in ", cell(svc.env), split), table
+
+
+def _history(args: argparse.Namespace) -> int:
     from dockship.roll import read_history
 
     records = read_history(_config(args), args.env, args.service)
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("when (UTC)", "deploy", "kind", "service", "tag", "result", "time", "by", "nodes"):
-        table.add_column(col, no_wrap=col != "nodes", overflow="fold")
-    for rec in records:
-        nodes = "\n".join(f"{n.name} {n.from_tag or '—'}→{n.to_tag} {n.result}" for n in rec.nodes)
-        table.add_row(rec.started_at.strftime("%Y-%m-%d %H:%M:%S"), rec.deploy_id, str(rec.kind),
-                      rec.service, rec.tag, str(rec.result), f"{rec.duration:.1f}s",
-                      rec.user.split(" pid ")[0], nodes)
-    err.print(table if records else "no deployments recorded")
+    err.print(_history_table(records) if records else "no deployments recorded")
     if args.json:
         _emit_json({"env": args.env, "service": args.service,
                     "records": [r.to_json() for r in records]})
     return 0
+
+
+def _history_table(records) -> Any:
+    """The history records as a table, newest first; every value shown through `live.cell`."""
+    from rich.table import Table
+
+    from dockship.live import cell
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("when (UTC)", "deploy", "kind", "service", "tag", "result", "time", "by", "nodes"):
+        table.add_column(col, no_wrap=col != "nodes", overflow="fold")
+    for rec in records:
+        nodes = "\n".join(safe(f"{n.name} {n.from_tag or '—'}→{n.to_tag} {n.result}")
+                          for n in rec.nodes)
+        table.add_row(*(cell(v) for v in (
+            rec.started_at.strftime("%Y-%m-%d %H:%M:%S"), rec.deploy_id, rec.kind, rec.service,
+            rec.tag, rec.result, f"{rec.duration:.1f}s", rec.user.split(" pid ")[0])), Text(nodes))
+    return table
 
 
 def _lab(args: argparse.Namespace) -> int:
@@ -303,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(args: argparse.Namespace, head: str, text: str, code: int) -> int:
-    err.print(Text.assemble((head, "bold red"), printable(text)), soft_wrap=True)
+    shown = safe(text, newlines=True)
+    err.print(Text.assemble((head, "bold red"), shown), soft_wrap=True)
     if getattr(args, "json", False):
-        _emit_json({"error": printable(text), "exit_code": code})
+        _emit_json({"error": shown, "exit_code": code})
     return code

@@ -15,9 +15,11 @@ def last_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` with control characters escaped (`\\x1b`, `\\n`): what servers and users
-    send is shown, never interpreted by the terminal. Multi-line messages keep their
-    line breaks; every other control character is escaped."""
+    """`text` with control characters escaped (`\\x1b`, `\\r`, C1 such as CSI `\\x9b`,
+    bidi overrides such as `\\u202e`, any other non-printable code point): what servers
+    and users send is shown, never interpreted by the terminal. Multi-line messages keep
+    their line breaks; every other control character is escaped. `redact.safe` adds
+    secret scrubbing and URL redaction on top, for anything printed."""
     return "".join(ch if ch == "\n" or ch.isprintable() else ch.encode("unicode_escape").decode()
                    for ch in text)
 

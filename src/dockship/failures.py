@@ -10,8 +10,7 @@ user reads what did not answer and why, in one line:
 
 The text of a requests or urllib3 exception is a paragraph of object reprs;
 `reason` keeps the phrase that matters. No credentials from a URL reach the
-line: a ``user:password@`` (or an http(s) ``user@``, which may be a token)
-becomes ``***@``, and query strings, which may carry tokens, are dropped.
+line: every line passes through `redact.redact` (what it hides is listed there).
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ import docker.errors
 import requests
 
 from dockship.errors import DockshipError, Unreachable, last_line
+from dockship.redact import redact
 
-__all__ = ["engine_failure", "engine_problem", "http_failure", "reason", "without_credentials"]
+__all__ = ["engine_failure", "engine_problem", "http_failure", "reason"]
 
-_URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:(?P<userinfo>[^\s/?#@]*)@)?"
-                     r"(?P<rest>[^\s?#'\")]*)(?:\?[^\s#'\")]*)?(?:#[^\s'\")]*)?")
 _TIMEOUT_RE = re.compile(r"(read|connect) timeout=(\d+(?:\.\d+)?)")
 _NAME_NOT_RESOLVED = ("NameResolutionError", "Name or service not known", "nodename nor servname",
                       "Temporary failure in name resolution", "No address associated with hostname")
@@ -37,20 +35,6 @@ _PHRASES = (
     r"RemoteDisconnected\('([^']+)'",                    # closed without answering
     r"Connection aborted\.?'?,\s*\w+\('([^']+)'",
 )
-
-
-def without_credentials(text: str) -> str:
-    """`text` with every URL's credentials masked and its query string and fragment dropped."""
-
-    def shown(m: re.Match[str]) -> str:
-        scheme, userinfo, rest = m.group("scheme"), m.group("userinfo"), m.group("rest")
-        if userinfo is None:
-            return f"{scheme}://{rest}"
-        if ":" in userinfo or scheme.lower() != "ssh":     # an ssh user name is no secret
-            userinfo = "***"
-        return f"{scheme}://{userinfo}@{rest}"
-
-    return _URL_RE.sub(shown, text)
 
 
 def _one_line(text: str) -> str:
@@ -72,7 +56,7 @@ def reason(exc: BaseException) -> str:
     A `DockshipError` already speaks to the user: its last line is kept whole.
     """
     if isinstance(exc, DockshipError):
-        return without_credentials(last_line(exc))
+        return redact(last_line(exc))
     text = str(exc)
     if isinstance(exc, (requests.exceptions.Timeout, TimeoutError)) or "timed out" in text:
         return _timeout_phrase(exc)
@@ -91,7 +75,7 @@ def reason(exc: BaseException) -> str:
         text = str(exc.explanation)
     text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
     text = re.sub(r"^.*Caused by ", "", _one_line(text))
-    return without_credentials(text)[:200] or type(exc).__name__
+    return redact(text)[:200] or type(exc).__name__
 
 
 def http_failure(what: str, exc: BaseException) -> str:
@@ -102,7 +86,7 @@ def http_failure(what: str, exc: BaseException) -> str:
     `what` names the server the way the user configured it; credentials in a
     URL there or in the exception are masked.
     """
-    return without_credentials(f"{what} did not answer ({reason(exc)})")
+    return redact(f"{what} did not answer ({reason(exc)})")
 
 
 def engine_problem(exc: BaseException, doing: str) -> str:
@@ -111,9 +95,9 @@ def engine_problem(exc: BaseException, doing: str) -> str:
     if isinstance(exc, docker.errors.APIError):
         detail = str(exc.explanation or exc).strip().splitlines()
         refusal = detail[-1][:200] if detail else str(exc.status_code)
-        return without_credentials(f"the engine refused to {doing}: {refusal}")
+        return redact(f"the engine refused to {doing}: {refusal}")
     if isinstance(exc, DockshipError) and not isinstance(exc, Unreachable):
-        return without_credentials(last_line(exc, 300))
+        return redact(last_line(exc, 300))
     return f"engine unreachable while trying to {doing} ({reason(exc)})"
 
 

@@ -3,6 +3,11 @@
 argv lists only (no shell unless the user writes one), with the deployment's
 facts in `DOCKSHIP_*` environment variables. They are how any load balancer
 is drained and re-enabled around a node's swap.
+
+A hook is someone else's program: it inherits dockship's environment without
+the secrets (design §8): no `DOCKSHIP_REGISTRY_*`, `DOCKSHIP_SMTP_PASSWORD`,
+`DOCKER_AUTH_CONFIG`, no variable named secret by the caller (a service's
+``secrets``, design §11) and no variable holding a known secret value.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dockship.errors import DockshipError
+from dockship.redact import Secrets, known, redact
 
 HOOK_TIMEOUT = 300.0
 
@@ -46,13 +52,23 @@ class HookContext:
         return out
 
 
+def hook_environ(ctx: HookContext, secrets: Secrets | None = None) -> dict[str, str]:
+    """What a hook's process sees: this process's environment cleaned of `secrets` (by
+    default `redact.known()`: the fixed secret variables and remembered values), and the
+    deployment's `DOCKSHIP_*` facts."""
+    secrets = (secrets or Secrets()).with_environ(os.environ) | known()
+    return {**secrets.clean_environ(os.environ), **ctx.variables()}
+
+
 def run_hook(hooks: Mapping[str, tuple[str, ...]], name: str, ctx: HookContext, *,
-             timeout: float = HOOK_TIMEOUT) -> None:
-    """Run hook `name` if configured; raise HookFailed with its last output lines otherwise."""
+             timeout: float = HOOK_TIMEOUT, secrets: Secrets | None = None) -> None:
+    """Run hook `name` if configured; raise HookFailed with its last output lines otherwise.
+
+    `secrets` adds names and values the hook must not see to the fixed ones."""
     argv = hooks.get(name)
     if not argv:
         return
-    env = {**os.environ, **ctx.variables()}
+    env = hook_environ(ctx, secrets)
     try:
         proc = subprocess.run(list(argv), env=env, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
@@ -63,5 +79,6 @@ def run_hook(hooks: Mapping[str, tuple[str, ...]], name: str, ctx: HookContext, 
     except subprocess.TimeoutExpired:
         raise HookFailed(name, argv, f"did not finish within {timeout:.0f}s") from None
     if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        # The hook's own words end up in the report, history and --json: no secret in them.
+        tail = redact(known().scrub(" | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])))
         raise HookFailed(name, argv, f"exited {proc.returncode}" + (f": {tail}" if tail else ""))

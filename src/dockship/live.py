@@ -3,6 +3,10 @@
 An observer of the roll (observer.RollObserver); events arrive from worker threads, so
 all state is guarded by one lock. On a non-terminal (CI logs) every phase
 change is one line, which reads well in a log and costs nothing.
+
+Node names, tags, reasons and log lines come from servers and containers:
+every one is shown through `cell` (`redact.safe` in a rich `Text`), so it is
+never read as markup nor obeyed by the terminal.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import time
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from dockship.observer import Phase
 from dockship.plan import RollPlan
+from dockship.redact import safe
 from dockship.report import NodeResult, Result, RollReport
 
 _STYLE = {Phase.UPDATED: "green", Phase.UNCHANGED: "dim", Phase.FAILED: "red",
@@ -26,6 +32,11 @@ _STYLE = {Phase.UPDATED: "green", Phase.UNCHANGED: "dim", Phase.FAILED: "red",
 _RESULT_STYLE = {NodeResult.UPDATED: "green", NodeResult.UNCHANGED: "dim", NodeResult.FAILED: "red",
                  NodeResult.ROLLED_BACK: "yellow", NodeResult.NOT_REACHED: "dim",
                  NodeResult.KEPT: "yellow", NodeResult.BROKEN: "bold red", NodeResult.HELD: "dim"}
+
+
+def cell(value: object, style: str = "") -> Text:
+    """`value` as rich shows data: escaped (`redact.safe`), never parsed as markup."""
+    return Text(safe(value), style=style)
 
 
 class LiveTable:
@@ -53,8 +64,9 @@ class LiveTable:
                         row.update(phase=seen["phase"], detail=seen["detail"], t0=seen["t0"])
                     self._rows[s.node.name] = row
         kind = "rollback" if plan.rollback else "roll"
-        self.console.print(f"[bold]{kind}[/] {plan.service} → {plan.target.tag} in {plan.env} "
-                           f"[dim]({plan.target.digest[:19]}…, deploy {plan.deploy_id})[/]")
+        self.console.print(Text.assemble(
+            (kind, "bold"), " ", cell(f"{plan.service} → {plan.target.tag} in {plan.env} "),
+            cell(f"({plan.target.digest[:19]}…, deploy {plan.deploy_id})", "dim")))
         if self.console.is_terminal:
             self._live = Live(self._table(), console=self.console, refresh_per_second=8,
                               transient=False)
@@ -73,10 +85,10 @@ class LiveTable:
             if self._live is not None:
                 self._live.update(self._table())
             elif changed and phase is not Phase.PULLING:
-                self.console.print(f"  {name:12} {phase:13} {detail}", markup=False)
+                self.console.print(cell(f"  {name:12} {phase:13} {detail}"))
 
     def note(self, text: str) -> None:
-        self.console.print(f"[yellow]![/] {text}")
+        self.console.print(Text.assemble(("!", "yellow"), " ", cell(text)))
 
     def finished(self, report: RollReport) -> None:
         if self._live is not None:
@@ -95,9 +107,9 @@ class LiveTable:
         for name, r in self._rows.items():
             secs = r["t"] if r["t"] is not None else (now - float(r["t0"]) if r["t0"] else None)  # type: ignore[arg-type]
             phase = str(r["phase"])
-            table.add_row(name, str(r["zone"]), str(r["batch"]), str(r["from"]), str(r["to"]),
-                          f"[{_STYLE.get(phase, 'white')}]{phase}[/]",
-                          f"{secs:.1f}s" if secs is not None else "", str(r["detail"])[:80])
+            table.add_row(cell(name), cell(r["zone"]), cell(r["batch"]), cell(r["from"]),
+                          cell(r["to"]), cell(phase, _STYLE.get(phase, "white")),
+                          f"{secs:.1f}s" if secs is not None else "", cell(str(r["detail"])[:80]))
         return table
 
     def print_report(self, report: RollReport) -> None:
@@ -105,18 +117,19 @@ class LiveTable:
         for col in ("node", "zone", "from", "to", "result", "time"):
             table.add_column(col)
         for n in report.nodes:
-            table.add_row(n.name, n.zone or "", n.from_tag or "—", n.to_tag or "",
-                          f"[{_RESULT_STYLE[n.result]}]{n.result.value}[/]", f"{n.seconds:.1f}s")
+            table.add_row(cell(n.name), cell(n.zone or ""), cell(n.from_tag or "—"),
+                          cell(n.to_tag or ""), cell(n.result.value, _RESULT_STYLE[n.result]),
+                          f"{n.seconds:.1f}s")
         self.console.print(table)
         colour = {Result.SUCCEEDED: "green", Result.ROLLED_BACK: "yellow", Result.FAILED: "red"}[report.result]
         mark = "✓" if report.ok else "✗"
-        self.console.print(f"[{colour}]{mark}[/] {report.summary()}", markup=True)
+        self.console.print(Text.assemble((mark, colour), " ", cell(report.summary())))
         if report.reason:
-            self.console.print(f"  reason: {report.reason}", markup=False)
+            self.console.print(cell(f"  reason: {report.reason}"))
         for n in report.nodes:
             if n.logs:
-                self.console.print(f"  last log lines of {n.name}:", markup=False)
+                self.console.print(cell(f"  last log lines of {n.name}:"))
                 for line in n.logs:
-                    self.console.print(f"    | {line}", markup=False)
+                    self.console.print(cell(f"    | {line}"))
         for w in report.warnings:
-            self.console.print(f"  warning: {w}", markup=False)
+            self.console.print(cell(f"  warning: {w}"))

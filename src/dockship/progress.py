@@ -4,6 +4,10 @@ The library reports events to an observer and never prints; the CLI picks
 `RichProgress` for people. `--json` keeps stdout clean because everything
 human goes to stderr. `RichProgress` implements `build.BuildObserver`
 (structurally: build.py imports no rich code, and this module no build code).
+
+Step texts come from the Dockerfile and layer statuses from the engine and the
+registry: descriptions are `redact.safe` and never read as markup, so a
+`base_image` like ``[/]`` is shown, not parsed.
 """
 
 from __future__ import annotations
@@ -14,8 +18,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID,
                            TextColumn, TimeElapsedColumn)
+from rich.text import Text
+
+from dockship.redact import safe
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class RichProgress:
@@ -23,7 +34,7 @@ class RichProgress:
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                                  DownloadColumn(), TimeElapsedColumn(), console=self.console,
                                  transient=True)
         self._started = False
@@ -37,21 +48,21 @@ class RichProgress:
 
     def stage(self, text: str) -> None:
         self._start()
-        self.console.print(f"[bold]›[/] {text}")
+        self.console.print(Text.assemble(("›", "bold"), " ", safe(text)))
         self._build = None
         self._layers.clear()
 
     def note(self, text: str) -> None:
-        self.console.print(f"  {text}")
+        self.console.print(Text(f"  {safe(text)}"))
 
     def build_chunk(self, chunk: dict[str, Any]) -> None:
         self._start()
-        text = (chunk.get("stream") or "").strip()
+        text = str(chunk.get("stream") or "").strip()
         m = _STEP_RE.match(text)
         if not m:
             return
         step, total, what = int(m.group(1)), int(m.group(2)), m.group(3)
-        desc = f"step {step}/{total}: {what[:60]}"
+        desc = safe(f"step {step}/{total}: {what[:60]}")
         if self._build is None:
             # "Download" columns make no sense for steps; show the count in the description.
             self._build = self.progress.add_task(desc, total=total)
@@ -60,15 +71,16 @@ class RichProgress:
     def layer_chunk(self, chunk: dict[str, Any]) -> None:
         self._start()
         layer = chunk.get("id")
-        status = chunk.get("status", "")
-        if not layer or len(layer) < 8 or " " in layer:
+        status = str(chunk.get("status", ""))
+        if not isinstance(layer, str) or len(layer) < 8 or " " in layer:
             return
-        detail = chunk.get("progressDetail") or {}
+        detail = chunk.get("progressDetail")
+        detail = {k: v for k, v in detail.items() if _is_count(v)} if isinstance(detail, dict) else {}
         task = self._layers.get(layer)
         if task is None:
-            task = self._layers[layer] = self.progress.add_task(f"{layer} {status}", total=None)
+            task = self._layers[layer] = self.progress.add_task(safe(f"{layer} {status}"), total=None)
         total = detail.get("total")
-        self.progress.update(task, description=f"{layer} {status}",
+        self.progress.update(task, description=safe(f"{layer} {status}"),
                              completed=detail.get("current", 0) if total else None, total=total)
         if status in ("Pushed", "Layer already exists", "Pull complete", "Already exists",
                       "Mounted from"):

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from dockship.errors import DockshipError, Unreachable, UsageError
-from dockship.failures import engine_failure, http_failure, reason, without_credentials
+from dockship.failures import engine_failure, http_failure, reason
 
 
 def closed_port() -> int:
@@ -151,13 +151,6 @@ def test_credentials_inside_the_exception_are_masked_too():
     exc = requests.exceptions.ConnectionError("weird failure for http://u:s3cret@h/x?sig=abc")
     line = http_failure("index http://h/x", exc)
     assert "s3cret" not in line and "sig=abc" not in line and "http://***@h/x" in line
-
-
-def test_without_credentials_keeps_an_ssh_user_but_not_a_password():
-    assert without_credentials("ssh://root@10.0.0.1:22") == "ssh://root@10.0.0.1:22"
-    assert without_credentials("ssh://root:pw@10.0.0.1") == "ssh://***@10.0.0.1"
-    assert without_credentials("see (http://u:p@h/a?b=c), then") == "see (http://***@h/a), then"
-    assert without_credentials("no url here") == "no url here"
 
 
 # -- engine_failure ------------------------------------------------------------------------------
