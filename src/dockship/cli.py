@@ -7,11 +7,14 @@ stderr and `--json` prints exactly one object on stdout, so CI can pipe it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +22,8 @@ from rich.text import Text
 
 from dockship import __version__
 from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
-from dockship.errors import DockshipError, last_line, printable
+from dockship.errors import DockshipError, UsageError, last_line, printable
+from dockship.halt import Halt
 
 # Human output goes to stderr. A log (not a terminal) gets a wide page: nothing wraps there,
 # and the status and history tables are read whole rather than squeezed into 80 columns.
@@ -27,8 +31,15 @@ err = Console(stderr=True, highlight=False,
               width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a UsageError instead of exiting, so --json still gets its object."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dockship", description="Bake package versions from an index into images and roll them onto nodes, gated on health.")
+    p = _Parser(prog="dockship", description="Bake package versions from an index into images and roll them onto nodes, gated on health.")
     p.add_argument("--version", action="version", version=f"dockship {__version__}")
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an internal error (also DOCKSHIP_DEBUG=1)")
@@ -112,7 +123,7 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def _build(args: argparse.Namespace) -> int:
+def _build(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.build import BuildOptions, build
     from dockship.progress import RichProgress
 
@@ -145,12 +156,8 @@ def _deploy_flags(p: argparse.ArgumentParser) -> None:
                         "job URL (default $DOCKSHIP_LOCK_MESSAGE)")
 
 
-def _roll(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
+def _roll(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.roll import RollOptions, roll
-    from dockship.halt import Halt
     from dockship.report import NodeResult
     from dockship.live import LiveTable
 
@@ -159,30 +166,12 @@ def _roll(args: argparse.Namespace) -> int:
         raise _usage("--lock-wait must be a number of seconds >= 0 and --parallel >= 1")
     if not (0 < args.lock_ttl < float("inf")):
         raise _usage("--lock-ttl must be a positive number of seconds")
-    halt = Halt()
-    table = LiveTable(err)
-    caught: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        caught.append(signum)
-        if halt.trip(f"interrupted by {name}"):
-            err.print(f"[yellow]![/] {name}: finishing or undoing the node "
-                      "in flight, then stopping (rolling back what changed)")
-        else:
-            err.print("[yellow]![/] already stopping; no node is left without a container")
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        outcomes = roll(config, args.env, service=args.service,
-                        opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
-                                         canary_only=args.canary_only, zone=args.zone,
-                                         lock_wait=args.lock_wait, lock_ttl=args.lock_ttl,
-                                         message=args.message, parallel=args.parallel),
-                        observer=table, halt=halt, rollback=args.rollback)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    outcomes = roll(config, args.env, service=args.service,
+                    opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
+                                     canary_only=args.canary_only, zone=args.zone,
+                                     lock_wait=args.lock_wait, lock_ttl=args.lock_ttl,
+                                     message=args.message, parallel=args.parallel),
+                    observer=LiveTable(err), halt=halt, rollback=args.rollback)
     if args.dry_run:
         for o in outcomes:
             _print_plan(o.plan)
@@ -198,8 +187,8 @@ def _roll(args: argparse.Namespace) -> int:
         return 4     # a node could not be put back: the report names it
     if halt.is_set():
         untouched = {NodeResult.NOT_REACHED, NodeResult.UNCHANGED, NodeResult.HELD}
-        if caught and all(n.result in untouched for r in reports for n in r.nodes):
-            return 128 + caught[0]     # 130 / 143: stopped before any node was touched
+        if halt.signum and all(n.result in untouched for r in reports for n in r.nodes):
+            return 128 + halt.signum     # 130 / 143: stopped before any node was touched
         return 1
     return 0 if all(r.ok for r in reports) else 1
 
@@ -217,7 +206,7 @@ def _print_plan(plan) -> None:
         err.print(f"  {note}", markup=False)
 
 
-def _status(args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace, halt: Halt) -> int:
     from rich.table import Table
 
     from dockship.status import status
@@ -239,7 +228,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(not n.error for s in result for n in s.nodes) else 1
 
 
-def _history(args: argparse.Namespace) -> int:
+def _history(args: argparse.Namespace, halt: Halt) -> int:
     from rich.table import Table
 
     from dockship.roll import read_history
@@ -260,7 +249,7 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lab(args: argparse.Namespace) -> int:
+def _lab(args: argparse.Namespace, halt: Halt) -> int:
     """`dockship lab ...` runs the lab package, which the product itself never imports."""
     import importlib
 
@@ -286,10 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     `dockship: internal error: …`, exit 1; `--debug` or DOCKSHIP_DEBUG=1 shows
     its traceback.
     """
-    args = _parser().parse_args(argv)
-    debug = args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return args.func(args)
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(argparse.Namespace(json="--json" in argv), "dockship: error: ", str(exc), 2)
+    debug = args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0")
+    halt = Halt()
+    try:
+        with _signals(args, halt):
+            return args.func(args, halt)
     except DockshipError as exc:
         return _fail(args, "dockship: error: ", str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -300,6 +295,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, "dockship: internal error: ",
                      f"{type(exc).__name__}: {last_line(exc, 500)} (run with --debug for the "
                      "traceback)", 1)
+
+
+@contextlib.contextmanager
+def _signals(args: argparse.Namespace, halt: Halt) -> Iterator[None]:
+    """SIGINT and SIGTERM: end at once while nothing is touched, else wind the roll down.
+
+    Until `halt.begin_changes()` (a roll taking its first lock) the process
+    only resolves, plans and connects, and may block in any of them on a slow
+    server: ending it outright is the one way to stop within the 2 s of design
+    §8, and nothing needs undoing. After that a signal trips the halt: the
+    node in flight is finished or put back, the rest per auto_rollback. The lab
+    keeps Python's defaults: its own steps run subprocesses it must reap.
+    """
+    if args.command == "lab" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if not halt.changing:
+            _fail(args, "dockship: ", f"stopped by {name}; nothing was touched", 128 + signum)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        if halt.trip(f"interrupted by {name}", signum=signum):
+            err.print(f"[yellow]![/] {name}: finishing or undoing the node "
+                      "in flight, then stopping (rolling back what changed)")
+        else:
+            err.print("[yellow]![/] already stopping; no node is left without a container")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _fail(args: argparse.Namespace, head: str, text: str, code: int) -> int:

@@ -21,7 +21,7 @@ def test_a_config_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys):
 
 
 def test_an_unforeseen_error_is_one_line_and_exit_1(monkeypatch, capsys):
-    def broken(args):
+    def broken(args, halt):
         raise KeyError("labels")
 
     monkeypatch.setattr(cli, "_status", broken)
@@ -35,7 +35,7 @@ def test_an_unforeseen_error_is_one_line_and_exit_1(monkeypatch, capsys):
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(monkeypatch, how):
-    def broken(args):
+    def broken(args, halt):
         raise KeyError("labels")
 
     monkeypatch.setattr(cli, "_status", broken)
@@ -49,7 +49,7 @@ def test_debug_shows_the_traceback(monkeypatch, how):
 
 
 def test_a_known_error_keeps_its_exit_code_and_escapes_control_characters(monkeypatch, capsys):
-    def held(args):
+    def held(args, halt):
         raise LockHeld("locked by \x1b]0;pwned\x07mallory")
 
     monkeypatch.setattr(cli, "_roll", held)
@@ -57,3 +57,11 @@ def test_a_known_error_keeps_its_exit_code_and_escapes_control_characters(monkey
     out, err = capsys.readouterr()
     assert "\x1b" not in err and "\\x1b]0;pwned\\x07mallory" in err
     assert json.loads(out) == {"error": "locked by \\x1b]0;pwned\\x07mallory", "exit_code": 3}
+
+
+def test_a_usage_error_from_the_parser_still_prints_the_json_object(capsys):
+    assert cli.main(["roll", "--json", "--lock-wait", "soon"]) == 2
+    out, err = capsys.readouterr()
+    error = json.loads(out)
+    assert error["exit_code"] == 2 and "--env" in error["error"]
+    assert err.startswith("dockship: error: ") and len(err.strip().splitlines()) == 1
