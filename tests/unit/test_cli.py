@@ -63,5 +63,5 @@ def test_a_usage_error_from_the_parser_still_prints_the_json_object(capsys):
     assert cli.main(["roll", "--json", "--lock-wait", "soon"]) == 2
     out, err = capsys.readouterr()
     error = json.loads(out)
-    assert error["exit_code"] == 2 and "--env" in error["error"]
+    assert error["exit_code"] == 2 and "--lock-wait" in error["error"]
     assert err.startswith("dockship: error: ") and len(err.strip().splitlines()) == 1
