@@ -41,20 +41,41 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dockship", description="Bake package versions from an index into images and roll them onto nodes, gated on health.")
     p.add_argument("--version", action="version", version=f"dockship {__version__}")
-    p.add_argument("--debug", action="store_true",
-                   help="show the traceback of an internal error (also DOCKSHIP_DEBUG=1)")
-    p.add_argument("--config", metavar="PATH",
-                   help="configuration file (default: $DOCKSHIP_CONFIG or ./dockship.toml)")
+    _global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _build_parser(sub)
     _roll_parsers(sub)
     _read_parsers(sub)
+    _lock_parser(sub)
     _lab_parser(sub)
     return p
 
 
+def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--config, --json and --debug, before or after the subcommand (design §2).
+
+    The subcommands' copies default to SUPPRESS, so a value given before the
+    subcommand is not overwritten by the subcommand's default.
+    """
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--config", metavar="PATH", default=default(None),
+                   help="configuration file (default: $DOCKSHIP_CONFIG or ./dockship.toml)")
+    p.add_argument("--json", action="store_true", default=default(False),
+                   help="print the result (or the error) as one JSON object on stdout")
+    p.add_argument("--debug", action="store_true", default=default(False),
+                   help="show the traceback of an internal error (also DOCKSHIP_DEBUG=1)")
+
+
+def _command(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
+    cmd = sub.add_parser(name, **kw)
+    _global_options(cmd, defaults=False)
+    return cmd
+
+
 def _build_parser(sub) -> None:
-    b = sub.add_parser("build", help="bake a package version from the index into a tagged image and push it")
+    b = _command(sub, "build", help="bake a package version from the index into a tagged image and push it")
     b.add_argument("package", help="distribution name on the index")
     b.add_argument("version", nargs="?", help="PEP 440 version (default: newest final release)")
     b.add_argument("--pre", action="store_true", help="consider pre-releases when picking the newest")
@@ -62,7 +83,6 @@ def _build_parser(sub) -> None:
     b.add_argument("--force", action="store_true",
                    help="replace a tag that already holds different content")
     b.add_argument("--pull", action="store_true", help="refresh the base image before building")
-    b.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     b.set_defaults(func=_build)
 
 
@@ -72,7 +92,7 @@ def _roll_parsers(sub) -> None:
              "image tag (default: the highest final release in the registry)"),
             ("rollback", True, "put every node back on the tag it ran before",
              "roll this tag instead of each node's previous one")):
-        r = sub.add_parser(name, help=text)
+        r = _command(sub, name, help=text)
         r.add_argument("--env", required=True, help="environment name from the config")
         r.add_argument("--service", help="service (default: every service of the config)")
         r.add_argument("--tag", help=tag_help)
@@ -86,30 +106,41 @@ def _roll_parsers(sub) -> None:
 
 
 def _read_parsers(sub) -> None:
-    st = sub.add_parser("status", help="what every node of an environment runs, and its health")
+    st = _command(sub, "status", help="what every node of an environment runs, and its health")
     st.add_argument("--env", required=True)
     st.add_argument("--service")
-    st.add_argument("--json", action="store_true", help="print as JSON on stdout")
     st.set_defaults(func=_status)
 
-    hi = sub.add_parser("history", help="every roll and rollback of an environment, newest first")
+    hi = _command(sub, "history", help="every roll and rollback of an environment, newest first")
     hi.add_argument("--env", required=True)
     hi.add_argument("--service")
-    hi.add_argument("--json", action="store_true", help="print as JSON on stdout")
     hi.set_defaults(func=_history)
 
 
+def _lock_parser(sub) -> None:
+    lock = _command(sub, "lock", help="the deploy lock: who holds it, and giving it back")
+    locksub = lock.add_subparsers(dest="lock_command", required=True, metavar="ACTION")
+    st = _command(locksub, "status", help="who holds the lock of each service, since when, why")
+    rel = _command(locksub, "release",
+                   help="remove a lock whose holder is gone (a killed job); recorded in history")
+    rel.add_argument("--force", action="store_true",
+                     help="also remove a live lease (its roll may still be running!)")
+    for p in (st, rel):
+        p.add_argument("--env", required=True)
+        p.add_argument("--service")
+    st.set_defaults(func=_lock_status)
+    rel.set_defaults(func=_lock_release, force=False)
+
+
 def _lab_parser(sub) -> None:
-    lab = sub.add_parser("lab", help="the local test bed: engines, registry, index, nodes, Chef server")
+    lab = _command(sub, "lab", help="the local test bed: engines, registry, index, nodes, Chef server")
     labsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
-    up = labsub.add_parser("up", help="bring the lab up (idempotent)")
+    up = _command(labsub, "up", help="bring the lab up (idempotent)")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    up.add_argument("--json", action="store_true", help="print the lab status as JSON on stdout")
     up.set_defaults(func=_lab)
-    down = labsub.add_parser("down", help="stop and remove the whole lab")
+    down = _command(labsub, "down", help="stop and remove the whole lab")
     down.set_defaults(func=_lab)
-    st = labsub.add_parser("status", help="what the lab runs, and where")
-    st.add_argument("--json", action="store_true", help="print as JSON on stdout")
+    st = _command(labsub, "status", help="what the lab runs, and where")
     st.set_defaults(func=_lab)
 
 
@@ -143,7 +174,6 @@ def _build(args: argparse.Namespace, halt: Halt) -> int:
 
 
 def _deploy_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another deployment's lock (default: fail at once, exit 3)")
     p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
@@ -247,6 +277,33 @@ def _history(args: argparse.Namespace, halt: Halt) -> int:
         _emit_json({"env": args.env, "service": args.service,
                     "records": [r.to_json() for r in records]})
     return 0
+
+
+def _lock_status(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.lockops import lock_status
+
+    locks = lock_status(_config(args), args.env, args.service)
+    for state in locks:
+        err.print(Text.assemble((state.service, "bold"), f" in {state.env}: ",
+                                printable(state.describe())), soft_wrap=True)
+    if args.json:
+        _emit_json({"env": args.env, "locks": [s.to_json() for s in locks]})
+    return 0
+
+
+def _lock_release(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.lockops import release
+
+    done = release(_config(args), args.env, args.service, force=args.force)
+    for r in done:
+        text = (f"released: {r.record.reason}" if r.record is not None else "was not locked")
+        err.print(Text.assemble((r.service, "bold"), f" in {args.env}: ", printable(text)),
+                  soft_wrap=True)
+        if r.failed:
+            err.print(f"  [red]could not remove it on:[/] {escape(', '.join(r.failed))}")
+    if args.json:
+        _emit_json({"env": args.env, "released": [r.to_json() for r in done]})
+    return 1 if any(r.failed for r in done) else 0
 
 
 def _lab(args: argparse.Namespace, halt: Halt) -> int:

@@ -194,6 +194,60 @@ def test_a_held_deploy_lock_makes_roll_exit_3_naming_the_holder_and_lock_wait_ou
             client.close()
 
 
+def test_lock_status_names_the_holder_and_a_forced_release_lets_a_waiting_roll_proceed(fleet):
+    ensure_on(fleet, "1.0.0")
+    clients = sorted(((n["name"], fleet.engine(n)) for n in fleet.nodes), key=lambda e: e[0])
+    holder = f"gone-ci-agent@elsewhere pid {os.getpid()}"
+    stuck = DeployLock(docker_stores(clients, ENV, SERVICE), env=ENV, service=SERVICE, tag="9.9.9",
+                       deploy_id="stuck" + uuid.uuid4().hex[:8], holder=holder, ttl=1800,
+                       message="https://ci.example/job/77")
+    cfg = str(fleet.config)
+    try:
+        stuck.acquire()
+        status = dockship("lock", "status", "--env", ENV, "--service", SERVICE, "--config", cfg,
+                          "--json")
+        assert status.returncode == 0, status.stderr
+        [held] = json.loads(status.stdout)["locks"]
+        assert (held["locked"], held["holder"], held["deploy_id"], held["tag"], held["message"]) \
+            == (True, holder, stuck.info.deploy_id, "9.9.9", "https://ci.example/job/77")
+        assert [n["locked"] for n in held["nodes"]] == [True] * 3
+        assert "https://ci.example/job/77" in one_line(status.stderr)
+
+        # A live lease of another machine is not released without --force, and stays.
+        refused = dockship("--config", cfg, "lock", "release", "--env", ENV, "--service", SERVICE)
+        assert refused.returncode == 3 and "--force" in refused.stderr, refused.stderr
+        assert all(f is not None and f.info.holder == holder for f in locks(fleet).values())
+
+        cmd = [sys.executable, "-m", "dockship", "--config", cfg, "roll", "--env", ENV,
+               "--service", SERVICE, "--tag", "1.1.0", "--lock-wait", "300", "--json"]
+        waiting = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        addresses = {n["address"] for n in fleet.nodes}
+        wait_for(lambda: waiting.poll() is not None or ssh_peers(waiting.pid) >= addresses,
+                 timeout=120, interval=0.05)
+        forced = dockship("--config", cfg, "lock", "release", "--env", ENV, "--service", SERVICE,
+                          "--force", "--json")
+        assert forced.returncode == 0, forced.stderr
+        [released] = json.loads(forced.stdout)["released"]
+        assert released["released"] and released["failed_nodes"] == []
+        out, err = waiting.communicate(timeout=600)
+        assert waiting.returncode == 0, err
+        report = json.loads(out)
+        REPORTS.append(report)
+        assert report["result"] == "succeeded"
+        assert set(fleet.versions().values()) == {"1.1.0"}
+        assert set(locks(fleet).values()) == {None}
+
+        hist = dockship("--config", cfg, "history", "--env", ENV, "--service", SERVICE, "--json")
+        records = json.loads(hist.stdout)["records"]
+        release_rec = next(r for r in records if r["kind"] == "lock_release")
+        assert stuck.info.deploy_id in release_rec["reason"] and "--force" in release_rec["reason"]
+        assert holder in release_rec["reason"]
+    finally:
+        stuck.release()
+        for _, client in clients:
+            client.close()
+
+
 def test_a_lock_left_behind_by_a_killed_roll_stops_blocking_once_it_expired(fleet):
     clients = sorted(((n["name"], fleet.engine(n)) for n in fleet.nodes), key=lambda e: e[0])
     killed = DeployLock(docker_stores(clients, ENV, SERVICE), env=ENV, service=SERVICE, tag="9.9.9",
@@ -284,10 +338,12 @@ def test_a_roll_killed_outright_leaves_every_node_running_and_the_next_roll_clea
         proc.kill()
         proc.wait()
     assert all(len(fleet.running(n)) == 1 for n in fleet.nodes)   # a container runs everywhere
-    assert locks(fleet)["node1"] is not None    # SIGKILL leaves the lock (it expires); an
-    for node in fleet.nodes:                    # operator who knows the roll is dead removes it
-        with fleet.engine(node) as client:
-            client.api.remove_container(lockmod.lock_name(ENV, SERVICE), force=True)
+    assert locks(fleet)["node1"] is not None    # SIGKILL leaves the lock (it expires); its
+    # holder was a process of this machine that is gone, so it is released without --force
+    released = dockship("--config", str(fleet.config), "lock", "release", "--env", ENV,
+                        "--service", SERVICE)
+    assert released.returncode == 0, released.stderr
+    assert set(locks(fleet).values()) == {None}
 
     report = roll_json(fleet, "--tag", "1.1.0")
     assert report["result"] == "succeeded", report
