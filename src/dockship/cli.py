@@ -255,7 +255,7 @@ def _status(args: argparse.Namespace, halt: Halt) -> int:
     if args.json:
         data = [s.to_json() for s in result]
         _emit_json(data[0] if len(data) == 1 else {"services": data})
-    return 0 if all(not n.error for s in result for n in s.nodes) else 1
+    return 0 if all(n.ok for s in result for n in s.nodes) else 1   # design §11
 
 
 def _history(args: argparse.Namespace, halt: Halt) -> int:
