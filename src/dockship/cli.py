@@ -116,6 +116,10 @@ def _read_parsers(sub) -> None:
     hi.add_argument("--service")
     hi.set_defaults(func=_history)
 
+    ve = _command(sub, "versions", help="the tags the registry holds, newest first, and where each runs")
+    ve.add_argument("service", help="service name from the config")
+    ve.set_defaults(func=_versions)
+
 
 def _lock_parser(sub) -> None:
     lock = _command(sub, "lock", help="the deploy lock: who holds it, and giving it back")
@@ -276,6 +280,26 @@ def _history(args: argparse.Namespace, halt: Halt) -> int:
     if args.json:
         _emit_json({"env": args.env, "service": args.service,
                     "records": [r.to_json() for r in records]})
+    return 0
+
+
+def _versions(args: argparse.Namespace, halt: Halt) -> int:
+    from rich.table import Table
+
+    from dockship.versions import versions
+
+    found = versions(_config(args), args.service)
+    table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left",
+                  title=Text(f"{found.repository}", style="bold"))
+    table.add_column("tag", no_wrap=True)
+    table.add_column("running on", overflow="fold")
+    for row in found.rows:
+        table.add_row(Text(row.tag), Text(", ".join(str(p) for p in row.running)))
+    err.print(table if found.rows else Text(f"{found.repository}: no tags in the registry"))
+    for line in found.unread:
+        err.print(Text.assemble(("not read: ", "yellow"), printable(line)), soft_wrap=True)
+    if args.json:
+        _emit_json(found.to_json())
     return 0
 
 

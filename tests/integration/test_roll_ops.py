@@ -466,6 +466,18 @@ def test_status_json_shows_each_nodes_tag_digest_health_and_retained_tags(fleet)
         assert len(n["retained"]) <= 3, n
 
 
+def test_versions_lists_the_registry_tags_newest_first_and_where_each_runs(fleet):
+    proc = dockship("--config", str(fleet.config), "versions", SERVICE, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["repository"].endswith("/" + fleet.image)
+    assert [v["tag"] for v in data["versions"]] == ["1.2.0", "1.1.0", "1.0.0"]
+    running = {v["tag"]: sorted(p["node"] for p in v["running"]) for v in data["versions"]}
+    on = fleet.versions()
+    assert running == {t: sorted(n for n, v in on.items() if v == t) for t in running}
+    assert data["unread"] == []
+
+
 def test_history_json_lists_this_modules_rolls_newest_first_with_per_node_outcomes(fleet):
     proc = dockship("--config", str(fleet.config), "history", "--env", ENV, "--service", SERVICE,
                     "--json")
