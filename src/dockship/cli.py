@@ -120,6 +120,20 @@ def _read_parsers(sub) -> None:
     ve.add_argument("service", help="service name from the config")
     ve.set_defaults(func=_versions)
 
+    lg = _command(sub, "logs", help="the service's container output from each node")
+    ex = _command(sub, "exec", help="run a command in the service's running container on each node")
+    for p in (lg, ex):
+        p.add_argument("--env", required=True)
+        p.add_argument("--service")
+        p.add_argument("--node", help="only this node")
+    lg.add_argument("--since", help="only lines newer than this: 10m, 2h, 1d, or an ISO 8601 time")
+    lg.add_argument("--tail", type=int, metavar="N", help="the last N lines of each node")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.set_defaults(func=_logs)
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
+                    help="an argv, no shell (write `-- sh -c '...'` for one)")
+    ex.set_defaults(func=_exec)
+
 
 def _lock_parser(sub) -> None:
     lock = _command(sub, "lock", help="the deploy lock: who holds it, and giving it back")
@@ -301,6 +315,57 @@ def _versions(args: argparse.Namespace, halt: Halt) -> int:
     if args.json:
         _emit_json(found.to_json())
     return 0
+
+
+def _logs(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.logs import logs, parse_since
+
+    if args.tail is not None and args.tail < 0:
+        raise _usage(f"--tail {args.tail}: give a number of lines, 0 or more")
+    if args.follow and args.json:
+        raise _usage("--json prints one object at the end, which -f never reaches; drop one")
+    since = parse_since(args.since) if args.since else None
+    config = _config(args)
+    collected: list[dict[str, str]] = []
+
+    def emit(line) -> None:
+        if args.json:
+            collected.append({"node": line.node, "service": line.service, "text": line.text})
+        else:
+            sys.stdout.write(f"{line.node} | {printable(line.text)}\n")
+            if args.follow:
+                sys.stdout.flush()
+
+    unread = logs(config, args.env, args.service, args.node, tail=args.tail, since=since,
+                  follow=args.follow, emit=emit)
+    for line in unread:
+        err.print(Text.assemble(("not read: ", "yellow"), printable(line)), soft_wrap=True)
+    if args.json:
+        _emit_json({"env": args.env, "lines": collected, "unread": unread})
+    return 1 if unread else 0
+
+
+def _exec(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.nodeexec import run
+
+    command = tuple(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    if not command:
+        raise _usage("exec needs a command after `--`, e.g. dockship exec --env stage -- "
+                     "python -m myapp.migrate")
+    results = run(_config(args), args.env, args.service, args.node, command)
+    for r in results:
+        head = f"exit {r.exit_code}" if r.error is None else f"not run: {r.error}"
+        err.print(Text.assemble((f"{r.node}", "bold"), f" ({r.service}) ", printable(head)),
+                  soft_wrap=True)
+        if not args.json:
+            for stream, text in ((sys.stdout, r.stdout), (sys.stderr, r.stderr)):
+                for line in text.splitlines():
+                    stream.write(f"{r.node} | {printable(line)}\n")
+            sys.stdout.flush()
+    if args.json:
+        _emit_json({"env": args.env, "command": list(command),
+                    "nodes": [r.to_json() for r in results]})
+    return 0 if results and all(r.ok for r in results) else 1
 
 
 def _lock_status(args: argparse.Namespace, halt: Halt) -> int:

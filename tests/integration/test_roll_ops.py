@@ -506,6 +506,70 @@ def test_history_json_lists_this_modules_rolls_newest_first_with_per_node_outcom
     assert {n["to"] for n in newest["nodes"]} == {"1.0.0"}
 
 
+# -- 6a. logs and exec ----------------------------------------------------------------------
+
+def test_logs_prints_each_nodes_container_output_named_by_node(fleet):
+    ensure_on(fleet, "1.0.0")
+    on = fleet.versions()
+    proc = dockship("--config", str(fleet.config), "logs", "--env", ENV, "--service", SERVICE,
+                    "--tail", "50")
+    assert proc.returncode == 0, proc.stderr
+    for node, tag in on.items():
+        assert f"{node} | hello-svc {tag} listening on :{fleet.port}" in proc.stdout, proc.stdout
+    one = dockship("--config", str(fleet.config), "logs", "--env", ENV, "--service", SERVICE,
+                   "--node", "node2", "--json")
+    lines = json.loads(one.stdout)["lines"]
+    assert lines and {line["node"] for line in lines} == {"node2"}
+    bad = dockship("--config", str(fleet.config), "logs", "--env", ENV, "--node", "node9",
+                   "--service", SERVICE)
+    assert bad.returncode == 2 and "node1, node2, node3" in bad.stderr
+
+
+def test_logs_follow_prints_new_lines_as_they_come(fleet):
+    import urllib.request
+
+    ensure_on(fleet, "1.0.0")
+    cmd = [sys.executable, "-m", "dockship", "--config", str(fleet.config), "logs", "--env", ENV,
+           "--service", SERVICE, "--node", "node1", "--tail", "0", "-f"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = f"/follow-{uuid.uuid4().hex[:8]}"
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            seen.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        address = fleet.nodes[0]["address"]
+
+        def requested() -> bool:
+            try:
+                urllib.request.urlopen(f"http://{address}:{fleet.port}{marker}", timeout=5)
+            except OSError:
+                pass    # a 404 is what we want: the server logs the request line
+            return any(marker in line for line in seen)
+        wait_for(requested, timeout=60, interval=0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert any(line.startswith("node1 | ") and marker in line for line in seen)
+
+
+def test_exec_runs_an_argv_in_each_nodes_container_and_reports_each_exit_code(fleet):
+    ensure_on(fleet, "1.0.0")
+    proc = dockship("--config", str(fleet.config), "exec", "--env", ENV, "--service", SERVICE,
+                    "--json", "--", "sh", "-c", 'echo "tag=$0"; exit 0', "; rm -rf /nothing")
+    assert proc.returncode == 0, proc.stderr
+    nodes = json.loads(proc.stdout)["nodes"]
+    assert [(n["name"], n["exit_code"], n["stdout"]) for n in nodes] == [
+        (n["name"], 0, "tag=; rm -rf /nothing\n") for n in fleet.nodes]   # an argv, never a shell line
+    failing = dockship("--config", str(fleet.config), "exec", "--env", ENV, "--service", SERVICE,
+                       "--node", "node3", "--", "sh", "-c", "echo oops >&2; exit 5")
+    assert failing.returncode == 1
+    assert "node3 | oops" in failing.stderr and "exit 5" in failing.stderr
+
+
 # -- 6b. the lease lost mid-roll --------------------------------------------------------------
 
 TAKE_OVER_HOOK = r"""
