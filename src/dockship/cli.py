@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     _roll_parsers(sub)
     _read_parsers(sub)
     _lock_parser(sub)
+    _config_parser(sub)
     _lab_parser(sub)
     return p
 
@@ -148,6 +149,17 @@ def _lock_parser(sub) -> None:
         p.add_argument("--service")
     st.set_defaults(func=_lock_status)
     rel.set_defaults(func=_lock_release, force=False)
+
+
+def _config_parser(sub) -> None:
+    cfg = _command(sub, "config", help="check the configuration, or show it with every default")
+    cfgsub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = _command(cfgsub, "check", help="validate offline: exit 0, or 2 listing every problem")
+    show = _command(cfgsub, "show", help="the resolved settings, defaults filled in, credentials masked")
+    for p in (check, show):
+        p.add_argument("--env", help="only this environment")
+    check.set_defaults(func=_config_check)
+    show.set_defaults(func=_config_show)
 
 
 def _lab_parser(sub) -> None:
@@ -366,6 +378,34 @@ def _exec(args: argparse.Namespace, halt: Halt) -> int:
         _emit_json({"env": args.env, "command": list(command),
                     "nodes": [r.to_json() for r in results]})
     return 0 if results and all(r.ok for r in results) else 1
+
+
+def _config_check(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.configview import settings, summary
+
+    config = _config(args)
+    settings(config, args.env)            # an unknown --env is exit 2 here too
+    for warning in config.warnings if hasattr(config, "warnings") else ():
+        err.print(Text.assemble(("warning: ", "yellow"), printable(warning)), soft_wrap=True)
+    if args.json:
+        _emit_json({"config": str(config.path), "valid": True,
+                    "warnings": list(getattr(config, "warnings", ()))})
+    else:
+        sys.stdout.write(printable(summary(config, args.env)) + "\n")
+    return 0
+
+
+def _config_show(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship import configfile
+    from dockship.configview import settings
+
+    config = _config(args)
+    data = settings(config, args.env)
+    if args.json:
+        _emit_json(data)
+    else:
+        sys.stdout.write(configfile.render(data, comment=f"resolved from {config.path}"))
+    return 0
 
 
 def _lock_status(args: argparse.Namespace, halt: Halt) -> int:
