@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     _read_parsers(sub)
     _lock_parser(sub)
     _config_parser(sub)
+    ini = _command(sub, "init", help="write a commented dockship.toml and the Dockerfile.template; "
+                                     "never overwrites")
+    ini.set_defaults(func=_init)
     _lab_parser(sub)
     return p
 
@@ -405,6 +408,19 @@ def _config_show(args: argparse.Namespace, halt: Halt) -> int:
         _emit_json(data)
     else:
         sys.stdout.write(configfile.render(data, comment=f"resolved from {config.path}"))
+    return 0
+
+
+def _init(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.config import config_path
+    from dockship.scaffold import init
+
+    made = init(config_path(args.config))
+    if args.json:
+        _emit_json({"config": str(made.config), "template": str(made.template)})
+    else:
+        sys.stdout.write(f"wrote {made.config} (every key, commented) and {made.template}; "
+                         f"edit them, then: dockship config check\n")
     return 0
 
 
