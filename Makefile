@@ -34,12 +34,11 @@ test: deps
 	$(PY) -m pytest -q -ra tests
 
 # make rollback TAG=1.3.0 [ENV=stage] [SERVICE=hello]  ==  dockship roll --env $(ENV) --tag $(TAG)
-# Honours DOCKSHIP_CONFIG (default ./dockship.toml).
-rollback: deps
+# Honours DOCKSHIP_CONFIG (default ./dockship.toml). Installs nothing: it runs the project's
+# .venv if there is one, else the `dockship` on PATH (a CI agent's own install).
+rollback:
 	@if [ -z "$$TAG" ]; then echo "usage: make rollback TAG=1.3.0 [ENV=stage] [SERVICE=name]" >&2; exit 2; fi
-	$(DOCKSHIP) roll --env "$$ENV" --tag "$$TAG" $${SERVICE:+--service "$$SERVICE"}
-
-# make bench [RUNS=5]: issue 4's benchmark on the lab, side by side (~12 min; not part of `make test`).
-# Prints the table and rewrites bench/RESULTS.md (notes below its marker are kept).
-bench: lab
-	$(PY) bench/run.py --runs $(RUNS)
+	@if [ -x $(PY) ]; then run="$(PY) -m dockship"; \
+	elif command -v dockship >/dev/null; then run=dockship; \
+	else echo "make rollback: no .venv and no dockship on PATH; pip install dockship (or make deps)" >&2; exit 2; fi; \
+	$$run roll --env "$$ENV" --tag "$$TAG" $${SERVICE:+--service "$$SERVICE"}

@@ -7,18 +7,22 @@ stderr and `--json` prints exactly one object on stdout, so CI can pipe it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.text import Text
 
 from dockship import __version__
 from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
-from dockship.errors import DockshipError, last_line
+from dockship.errors import DockshipError, UsageError, last_line
+from dockship.halt import Halt
 from dockship.redact import safe
 
 # Human output goes to stderr. A log (not a terminal) gets a wide page: nothing wraps there,
@@ -27,23 +31,55 @@ err = Console(stderr=True, highlight=False,
               width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a UsageError instead of exiting, so --json still gets its object."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dockship", description="Bake package versions from an index into images and roll them onto nodes, gated on health.")
+    p = _Parser(prog="dockship", description="Bake package versions from an index into images and roll them onto nodes, gated on health.")
     p.add_argument("--version", action="version", version=f"dockship {__version__}")
-    p.add_argument("--debug", action="store_true",
-                   help="show the traceback of an internal error (also DOCKSHIP_DEBUG=1)")
-    p.add_argument("--config", metavar="PATH",
-                   help="configuration file (default: $DOCKSHIP_CONFIG or ./dockship.toml)")
+    _global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _build_parser(sub)
     _roll_parsers(sub)
     _read_parsers(sub)
+    _lock_parser(sub)
+    _config_parser(sub)
+    ini = _command(sub, "init", help="write a commented dockship.toml and the Dockerfile.template; "
+                                     "never overwrites")
+    ini.set_defaults(func=_init)
     _lab_parser(sub)
     return p
 
 
+def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--config, --json and --debug, before or after the subcommand (design §2).
+
+    The subcommands' copies default to SUPPRESS, so a value given before the
+    subcommand is not overwritten by the subcommand's default.
+    """
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--config", metavar="PATH", default=default(None),
+                   help="configuration file (default: $DOCKSHIP_CONFIG or ./dockship.toml)")
+    p.add_argument("--json", action="store_true", default=default(False),
+                   help="print the result (or the error) as one JSON object on stdout")
+    p.add_argument("--debug", action="store_true", default=default(False),
+                   help="show the traceback of an internal error (also DOCKSHIP_DEBUG=1)")
+
+
+def _command(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
+    cmd = sub.add_parser(name, **kw)
+    _global_options(cmd, defaults=False)
+    return cmd
+
+
 def _build_parser(sub) -> None:
-    b = sub.add_parser("build", help="bake a package version from the index into a tagged image and push it")
+    b = _command(sub, "build", help="bake a package version from the index into a tagged image and push it")
     b.add_argument("package", help="distribution name on the index")
     b.add_argument("version", nargs="?", help="PEP 440 version (default: newest final release)")
     b.add_argument("--pre", action="store_true", help="consider pre-releases when picking the newest")
@@ -51,7 +87,6 @@ def _build_parser(sub) -> None:
     b.add_argument("--force", action="store_true",
                    help="replace a tag that already holds different content")
     b.add_argument("--pull", action="store_true", help="refresh the base image before building")
-    b.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     b.set_defaults(func=_build)
 
 
@@ -61,7 +96,7 @@ def _roll_parsers(sub) -> None:
              "image tag (default: the highest final release in the registry)"),
             ("rollback", True, "put every node back on the tag it ran before",
              "roll this tag instead of each node's previous one")):
-        r = sub.add_parser(name, help=text)
+        r = _command(sub, name, help=text)
         r.add_argument("--env", required=True, help="environment name from the config")
         r.add_argument("--service", help="service (default: every service of the config)")
         r.add_argument("--tag", help=tag_help)
@@ -75,30 +110,70 @@ def _roll_parsers(sub) -> None:
 
 
 def _read_parsers(sub) -> None:
-    st = sub.add_parser("status", help="what every node of an environment runs, and its health")
+    st = _command(sub, "status", help="what every node of an environment runs, and its health")
     st.add_argument("--env", required=True)
     st.add_argument("--service")
-    st.add_argument("--json", action="store_true", help="print as JSON on stdout")
     st.set_defaults(func=_status)
 
-    hi = sub.add_parser("history", help="every roll and rollback of an environment, newest first")
+    hi = _command(sub, "history", help="every roll and rollback of an environment, newest first")
     hi.add_argument("--env", required=True)
     hi.add_argument("--service")
-    hi.add_argument("--json", action="store_true", help="print as JSON on stdout")
     hi.set_defaults(func=_history)
+
+    ve = _command(sub, "versions", help="the tags the registry holds, newest first, and where each runs")
+    ve.add_argument("service", help="service name from the config")
+    ve.set_defaults(func=_versions)
+
+    lg = _command(sub, "logs", help="the service's container output from each node")
+    ex = _command(sub, "exec", help="run a command in the service's running container on each node")
+    for p in (lg, ex):
+        p.add_argument("--env", required=True)
+        p.add_argument("--service")
+        p.add_argument("--node", help="only this node")
+    lg.add_argument("--since", help="only lines newer than this: 10m, 2h, 1d, or an ISO 8601 time")
+    lg.add_argument("--tail", type=int, metavar="N", help="the last N lines of each node")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.set_defaults(func=_logs)
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
+                    help="an argv, no shell (write `-- sh -c '...'` for one)")
+    ex.set_defaults(func=_exec)
+
+
+def _lock_parser(sub) -> None:
+    lock = _command(sub, "lock", help="the deploy lock: who holds it, and giving it back")
+    locksub = lock.add_subparsers(dest="lock_command", required=True, metavar="ACTION")
+    st = _command(locksub, "status", help="who holds the lock of each service, since when, why")
+    rel = _command(locksub, "release",
+                   help="remove a lock whose holder is gone (a killed job); recorded in history")
+    rel.add_argument("--force", action="store_true",
+                     help="also remove a live lease (its roll may still be running!)")
+    for p in (st, rel):
+        p.add_argument("--env", required=True)
+        p.add_argument("--service")
+    st.set_defaults(func=_lock_status)
+    rel.set_defaults(func=_lock_release, force=False)
+
+
+def _config_parser(sub) -> None:
+    cfg = _command(sub, "config", help="check the configuration, or show it with every default")
+    cfgsub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = _command(cfgsub, "check", help="validate offline: exit 0, or 2 listing every problem")
+    show = _command(cfgsub, "show", help="the resolved settings, defaults filled in, credentials masked")
+    for p in (check, show):
+        p.add_argument("--env", help="only this environment")
+    check.set_defaults(func=_config_check)
+    show.set_defaults(func=_config_show)
 
 
 def _lab_parser(sub) -> None:
-    lab = sub.add_parser("lab", help="the local test bed: engines, registry, index, nodes, Chef server")
+    lab = _command(sub, "lab", help="the local test bed: engines, registry, index, nodes, Chef server")
     labsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
-    up = labsub.add_parser("up", help="bring the lab up (idempotent)")
+    up = _command(labsub, "up", help="bring the lab up (idempotent)")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    up.add_argument("--json", action="store_true", help="print the lab status as JSON on stdout")
     up.set_defaults(func=_lab)
-    down = labsub.add_parser("down", help="stop and remove the whole lab")
+    down = _command(labsub, "down", help="stop and remove the whole lab")
     down.set_defaults(func=_lab)
-    st = labsub.add_parser("status", help="what the lab runs, and where")
-    st.add_argument("--json", action="store_true", help="print as JSON on stdout")
+    st = _command(labsub, "status", help="what the lab runs, and where")
     st.set_defaults(func=_lab)
 
 
@@ -112,7 +187,7 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def _build(args: argparse.Namespace) -> int:
+def _build(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.build import BuildOptions, build
     from dockship.progress import RichProgress
 
@@ -132,7 +207,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _deploy_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another deployment's lock (default: fail at once, exit 3)")
     p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
@@ -145,12 +219,8 @@ def _deploy_flags(p: argparse.ArgumentParser) -> None:
                         "job URL (default $DOCKSHIP_LOCK_MESSAGE)")
 
 
-def _roll(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
+def _roll(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.roll import RollOptions, roll
-    from dockship.halt import Halt
     from dockship.report import NodeResult
     from dockship.live import LiveTable
 
@@ -159,30 +229,12 @@ def _roll(args: argparse.Namespace) -> int:
         raise _usage("--lock-wait must be a number of seconds >= 0 and --parallel >= 1")
     if not (0 < args.lock_ttl < float("inf")):
         raise _usage("--lock-ttl must be a positive number of seconds")
-    halt = Halt()
-    table = LiveTable(err)
-    caught: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        caught.append(signum)
-        if halt.trip(f"interrupted by {name}"):
-            err.print(f"[yellow]![/] {name}: finishing or undoing the node "
-                      "in flight, then stopping (rolling back what changed)")
-        else:
-            err.print("[yellow]![/] already stopping; no node is left without a container")
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        outcomes = roll(config, args.env, service=args.service,
-                        opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
-                                         canary_only=args.canary_only, zone=args.zone,
-                                         lock_wait=args.lock_wait, lock_ttl=args.lock_ttl,
-                                         message=args.message, parallel=args.parallel),
-                        observer=table, halt=halt, rollback=args.rollback)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    outcomes = roll(config, args.env, service=args.service,
+                    opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
+                                     canary_only=args.canary_only, zone=args.zone,
+                                     lock_wait=args.lock_wait, lock_ttl=args.lock_ttl,
+                                     message=args.message, parallel=args.parallel),
+                    observer=LiveTable(err), halt=halt, rollback=args.rollback)
     if args.dry_run:
         for o in outcomes:
             _print_plan(o.plan)
@@ -198,8 +250,8 @@ def _roll(args: argparse.Namespace) -> int:
         return 4     # a node could not be put back: the report names it
     if halt.is_set():
         untouched = {NodeResult.NOT_REACHED, NodeResult.UNCHANGED, NodeResult.HELD}
-        if caught and all(n.result in untouched for r in reports for n in r.nodes):
-            return 128 + caught[0]     # 130 / 143: stopped before any node was touched
+        if halt.signum and all(n.result in untouched for r in reports for n in r.nodes):
+            return 128 + halt.signum     # 130 / 143: stopped before any node was touched
         return 1
     return 0 if all(r.ok for r in reports) else 1
 
@@ -220,7 +272,7 @@ def _print_plan(plan) -> None:
         err.print(cell(f"  {note}"))
 
 
-def _status(args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.status import status
 
     result = status(_config(args), args.env, args.service)
@@ -231,7 +283,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         data = [s.to_json() for s in result]
         _emit_json(data[0] if len(data) == 1 else {"services": data})
-    return 0 if all(not n.error for s in result for n in s.nodes) else 1
+    return 0 if all(n.ok for s in result for n in s.nodes) else 1   # design §11
 
 
 def _status_view(svc) -> tuple[Text, Any]:
@@ -251,7 +303,7 @@ def _status_view(svc) -> tuple[Text, Any]:
     return Text.assemble(cell(svc.service, "bold"), " in ", cell(svc.env), split), table
 
 
-def _history(args: argparse.Namespace) -> int:
+def _history(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.roll import read_history
 
     records = read_history(_config(args), args.env, args.service)
@@ -280,7 +332,146 @@ def _history_table(records) -> Any:
     return table
 
 
-def _lab(args: argparse.Namespace) -> int:
+def _versions(args: argparse.Namespace, halt: Halt) -> int:
+    from rich.table import Table
+
+    from dockship.versions import versions
+
+    found = versions(_config(args), args.service)
+    table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left",
+                  title=Text(f"{found.repository}", style="bold"))
+    table.add_column("tag", no_wrap=True)
+    table.add_column("running on", overflow="fold")
+    for row in found.rows:
+        table.add_row(Text(row.tag), Text(", ".join(str(p) for p in row.running)))
+    err.print(table if found.rows else Text(f"{found.repository}: no tags in the registry"))
+    for line in found.unread:
+        err.print(Text.assemble(("not read: ", "yellow"), safe(line)), soft_wrap=True)
+    if args.json:
+        _emit_json(found.to_json())
+    return 0
+
+
+def _logs(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.logs import logs, parse_since
+
+    if args.tail is not None and args.tail < 0:
+        raise _usage(f"--tail {args.tail}: give a number of lines, 0 or more")
+    if args.follow and args.json:
+        raise _usage("--json prints one object at the end, which -f never reaches; drop one")
+    since = parse_since(args.since) if args.since else None
+    config = _config(args)
+    collected: list[dict[str, str]] = []
+
+    def emit(line) -> None:
+        if args.json:
+            collected.append({"node": line.node, "service": line.service, "text": line.text})
+        else:
+            sys.stdout.write(f"{line.node} | {safe(line.text)}\n")
+            if args.follow:
+                sys.stdout.flush()
+
+    unread = logs(config, args.env, args.service, args.node, tail=args.tail, since=since,
+                  follow=args.follow, emit=emit)
+    for line in unread:
+        err.print(Text.assemble(("not read: ", "yellow"), safe(line)), soft_wrap=True)
+    if args.json:
+        _emit_json({"env": args.env, "lines": collected, "unread": unread})
+    return 1 if unread else 0
+
+
+def _exec(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.nodeexec import run
+
+    command = tuple(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    if not command:
+        raise _usage("exec needs a command after `--`, e.g. dockship exec --env stage -- "
+                     "python -m myapp.migrate")
+    results = run(_config(args), args.env, args.service, args.node, command)
+    for r in results:
+        head = f"exit {r.exit_code}" if r.error is None else f"not run: {r.error}"
+        err.print(Text.assemble((f"{r.node}", "bold"), f" ({r.service}) ", safe(head)),
+                  soft_wrap=True)
+        if not args.json:
+            for stream, text in ((sys.stdout, r.stdout), (sys.stderr, r.stderr)):
+                for line in text.splitlines():
+                    stream.write(f"{r.node} | {safe(line)}\n")
+            sys.stdout.flush()
+    if args.json:
+        _emit_json({"env": args.env, "command": list(command),
+                    "nodes": [r.to_json() for r in results]})
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+def _config_check(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.configview import settings, summary
+
+    config = _config(args)
+    settings(config, args.env)            # an unknown --env is exit 2 here too
+    for warning in config.warnings if hasattr(config, "warnings") else ():
+        err.print(Text.assemble(("warning: ", "yellow"), safe(warning)), soft_wrap=True)
+    if args.json:
+        _emit_json({"config": str(config.path), "valid": True,
+                    "warnings": list(getattr(config, "warnings", ()))})
+    else:
+        sys.stdout.write(safe(summary(config, args.env)) + "\n")
+    return 0
+
+
+def _config_show(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship import configfile
+    from dockship.configview import settings
+
+    config = _config(args)
+    data = settings(config, args.env)
+    if args.json:
+        _emit_json(data)
+    else:
+        sys.stdout.write(configfile.render(data, comment=f"resolved from {config.path}"))
+    return 0
+
+
+def _init(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.config import config_path
+    from dockship.scaffold import init
+
+    made = init(config_path(args.config))
+    if args.json:
+        _emit_json({"config": str(made.config), "template": str(made.template)})
+    else:
+        sys.stdout.write(f"wrote {made.config} (every key, commented) and {made.template}; "
+                         f"edit them, then: dockship config check\n")
+    return 0
+
+
+def _lock_status(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.lockops import lock_status
+
+    locks = lock_status(_config(args), args.env, args.service)
+    for state in locks:
+        err.print(Text.assemble((state.service, "bold"), f" in {state.env}: ",
+                                safe(state.describe())), soft_wrap=True)
+    if args.json:
+        _emit_json({"env": args.env, "locks": [s.to_json() for s in locks]})
+    return 0
+
+
+def _lock_release(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship.lockops import release
+
+    done = release(_config(args), args.env, args.service, force=args.force)
+    for r in done:
+        text = (f"released: {r.record.reason}" if r.record is not None else "was not locked")
+        err.print(Text.assemble((r.service, "bold"), f" in {args.env}: ", safe(text)),
+                  soft_wrap=True)
+        if r.failed:
+            err.print(f"  [red]could not remove it on:[/] {escape(', '.join(r.failed))}")
+    if args.json:
+        _emit_json({"env": args.env, "released": [r.to_json() for r in done]})
+    return 1 if any(r.failed for r in done) else 0
+
+
+def _lab(args: argparse.Namespace, halt: Halt) -> int:
     """`dockship lab ...` runs the lab package, which the product itself never imports."""
     import importlib
 
@@ -306,10 +497,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     `dockship: internal error: …`, exit 1; `--debug` or DOCKSHIP_DEBUG=1 shows
     its traceback.
     """
-    args = _parser().parse_args(argv)
-    debug = args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return args.func(args)
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(argparse.Namespace(json="--json" in argv), "dockship: error: ", str(exc), 2)
+    debug = args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0")
+    halt = Halt()
+    try:
+        with _signals(args, halt):
+            return args.func(args, halt)
     except DockshipError as exc:
         return _fail(args, "dockship: error: ", str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -320,6 +517,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, "dockship: internal error: ",
                      f"{type(exc).__name__}: {last_line(exc, 500)} (run with --debug for the "
                      "traceback)", 1)
+
+
+@contextlib.contextmanager
+def _signals(args: argparse.Namespace, halt: Halt) -> Iterator[None]:
+    """SIGINT and SIGTERM: end at once while nothing is touched, else wind the roll down.
+
+    Until `halt.begin_changes()` (a roll taking its first lock) the process
+    only resolves, plans and connects, and may block in any of them on a slow
+    server: ending it outright is the one way to stop within the 2 s of design
+    §8, and nothing needs undoing. After that a signal trips the halt: the
+    node in flight is finished or put back, the rest per auto_rollback. The lab
+    keeps Python's defaults: its own steps run subprocesses it must reap.
+    """
+    if args.command == "lab" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if not halt.changing:
+            _fail(args, "dockship: ", f"stopped by {name}; nothing was touched", 128 + signum)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        if halt.trip(f"interrupted by {name}", signum=signum):
+            err.print(f"[yellow]![/] {name}: finishing or undoing the node "
+                      "in flight, then stopping (rolling back what changed)")
+        else:
+            err.print("[yellow]![/] already stopping; no node is left without a container")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _fail(args: argparse.Namespace, head: str, text: str, code: int) -> int:

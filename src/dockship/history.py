@@ -55,6 +55,7 @@ R = TypeVar("R")
 class Kind(enum.StrEnum):
     ROLL = "roll"
     ROLLBACK = "rollback"
+    LOCK_RELEASE = "lock_release"     # `dockship lock release`: someone broke a lock by hand
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from dockship import labels, parallel, stateimage
 from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
 from dockship.errors import DockshipError, LockHeld
 from dockship.failures import engine_failure
+from dockship.halt import Halt, Halted
 from dockship.polling import poll
 from dockship.times import format_time, human_duration, parse_time, utc_now
 
@@ -297,16 +298,22 @@ class DeployLock:
 
     # -- take -------------------------------------------------------------------------
 
-    def acquire(self, on_taken: Callable[[str], object] | None = None) -> "DeployLock":
+    def acquire(self, on_taken: Callable[[str], object] | None = None, *,
+                halt: Halt | None = None) -> "DeployLock":
         """Take the lock on every node, or on none; wait up to `wait` seconds for a holder.
 
         `on_taken(node)` runs as soon as the lock is ours on a node (work that
         needs the lock there, done on this pass instead of one of its own); its
         failures are ignored. Raises LockHeld (exit 3) naming the holder,
-        Unreachable naming a node whose engine did not answer.
+        Unreachable naming a node whose engine did not answer, `Halted` if
+        `halt` trips while waiting for a holder (nothing is held then).
         """
+        halt = halt or Halt()
         deadline = time.monotonic() + self.wait
         while True:
+            if halt.is_set():
+                raise Halted(f"{halt.reason} before the deploy lock was taken; nothing was changed",
+                             halt.signum)
             try:
                 self._acquire_all(on_taken)
                 return self
@@ -315,7 +322,8 @@ class DeployLock:
                 if left <= 0:
                     raise self._held_error(conflict) from None
                 # ±20 % jitter, so contenders polling the same lock do not stay in step
-                time.sleep(min(left, self.poll_every * random.uniform(0.8, 1.2)))
+                halt.pause(min(left, self.poll_every * random.uniform(0.8, 1.2)),
+                           "waiting for the deploy lock")
 
     def _acquire_all(self, on_taken: Callable[[str], object] | None) -> None:
         first = self.stores[0]

@@ -135,6 +135,8 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
                 target = resolve_target(config, svc, opts.tag, registry)
             planned.append((svc, nodes, target))
     for svc, nodes, target in planned:
+        if halt.is_set():     # stopped while an earlier service rolled: leave the rest alone
+            break
         with Fleet(nodes, env, parallel=opts.parallel) as fleet:
             fleet.connect()
             repository = f"{config.registry}/{svc.image}"
@@ -179,8 +181,9 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
         deployment.prepare([node])
         ledger.prepare_node(node, clients[node])
 
+    halt.begin_changes()     # from the first lock on, a signal winds the roll down
     try:
-        lock.acquire(on_taken=taken)
+        lock.acquire(on_taken=taken, halt=halt)
     except BaseException:
         deployment.close()   # the lock is someone else's: remove what was prepared
         raise

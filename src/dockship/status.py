@@ -27,6 +27,11 @@ class NodeStatus:
     retained: tuple[str, ...]
     error: str | None = None
 
+    @property
+    def ok(self) -> bool:
+        """Runs the service and answers its health check: what `status` exits 0 for."""
+        return self.error is None and self.health == "healthy"
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "zone": self.zone, "address": self.address, "tag": self.tag,
                 "digest": self.digest, "health": self.health, "since": self.since,

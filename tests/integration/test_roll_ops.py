@@ -194,6 +194,60 @@ def test_a_held_deploy_lock_makes_roll_exit_3_naming_the_holder_and_lock_wait_ou
             client.close()
 
 
+def test_lock_status_names_the_holder_and_a_forced_release_lets_a_waiting_roll_proceed(fleet):
+    ensure_on(fleet, "1.0.0")
+    clients = sorted(((n["name"], fleet.engine(n)) for n in fleet.nodes), key=lambda e: e[0])
+    holder = f"gone-ci-agent@elsewhere pid {os.getpid()}"
+    stuck = DeployLock(docker_stores(clients, ENV, SERVICE), env=ENV, service=SERVICE, tag="9.9.9",
+                       deploy_id="stuck" + uuid.uuid4().hex[:8], holder=holder, ttl=1800,
+                       message="https://ci.example/job/77")
+    cfg = str(fleet.config)
+    try:
+        stuck.acquire()
+        status = dockship("lock", "status", "--env", ENV, "--service", SERVICE, "--config", cfg,
+                          "--json")
+        assert status.returncode == 0, status.stderr
+        [held] = json.loads(status.stdout)["locks"]
+        assert (held["locked"], held["holder"], held["deploy_id"], held["tag"], held["message"]) \
+            == (True, holder, stuck.info.deploy_id, "9.9.9", "https://ci.example/job/77")
+        assert [n["locked"] for n in held["nodes"]] == [True] * 3
+        assert "https://ci.example/job/77" in one_line(status.stderr)
+
+        # A live lease of another machine is not released without --force, and stays.
+        refused = dockship("--config", cfg, "lock", "release", "--env", ENV, "--service", SERVICE)
+        assert refused.returncode == 3 and "--force" in refused.stderr, refused.stderr
+        assert all(f is not None and f.info.holder == holder for f in locks(fleet).values())
+
+        cmd = [sys.executable, "-m", "dockship", "--config", cfg, "roll", "--env", ENV,
+               "--service", SERVICE, "--tag", "1.1.0", "--lock-wait", "300", "--json"]
+        waiting = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        addresses = {n["address"] for n in fleet.nodes}
+        wait_for(lambda: waiting.poll() is not None or ssh_peers(waiting.pid) >= addresses,
+                 timeout=120, interval=0.05)
+        forced = dockship("--config", cfg, "lock", "release", "--env", ENV, "--service", SERVICE,
+                          "--force", "--json")
+        assert forced.returncode == 0, forced.stderr
+        [released] = json.loads(forced.stdout)["released"]
+        assert released["released"] and released["failed_nodes"] == []
+        out, err = waiting.communicate(timeout=600)
+        assert waiting.returncode == 0, err
+        report = json.loads(out)
+        REPORTS.append(report)
+        assert report["result"] == "succeeded"
+        assert set(fleet.versions().values()) == {"1.1.0"}
+        assert set(locks(fleet).values()) == {None}
+
+        hist = dockship("--config", cfg, "history", "--env", ENV, "--service", SERVICE, "--json")
+        records = json.loads(hist.stdout)["records"]
+        release_rec = next(r for r in records if r["kind"] == "lock_release")
+        assert stuck.info.deploy_id in release_rec["reason"] and "--force" in release_rec["reason"]
+        assert holder in release_rec["reason"]
+    finally:
+        stuck.release()
+        for _, client in clients:
+            client.close()
+
+
 def test_a_lock_left_behind_by_a_killed_roll_stops_blocking_once_it_expired(fleet):
     clients = sorted(((n["name"], fleet.engine(n)) for n in fleet.nodes), key=lambda e: e[0])
     killed = DeployLock(docker_stores(clients, ENV, SERVICE), env=ENV, service=SERVICE, tag="9.9.9",
@@ -284,10 +338,12 @@ def test_a_roll_killed_outright_leaves_every_node_running_and_the_next_roll_clea
         proc.kill()
         proc.wait()
     assert all(len(fleet.running(n)) == 1 for n in fleet.nodes)   # a container runs everywhere
-    assert locks(fleet)["node1"] is not None    # SIGKILL leaves the lock (it expires); an
-    for node in fleet.nodes:                    # operator who knows the roll is dead removes it
-        with fleet.engine(node) as client:
-            client.api.remove_container(lockmod.lock_name(ENV, SERVICE), force=True)
+    assert locks(fleet)["node1"] is not None    # SIGKILL leaves the lock (it expires); its
+    # holder was a process of this machine that is gone, so it is released without --force
+    released = dockship("--config", str(fleet.config), "lock", "release", "--env", ENV,
+                        "--service", SERVICE)
+    assert released.returncode == 0, released.stderr
+    assert set(locks(fleet).values()) == {None}
 
     report = roll_json(fleet, "--tag", "1.1.0")
     assert report["result"] == "succeeded", report
@@ -410,6 +466,18 @@ def test_status_json_shows_each_nodes_tag_digest_health_and_retained_tags(fleet)
         assert len(n["retained"]) <= 3, n
 
 
+def test_versions_lists_the_registry_tags_newest_first_and_where_each_runs(fleet):
+    proc = dockship("--config", str(fleet.config), "versions", SERVICE, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["repository"].endswith("/" + fleet.image)
+    assert [v["tag"] for v in data["versions"]] == ["1.2.0", "1.1.0", "1.0.0"]
+    running = {v["tag"]: sorted(p["node"] for p in v["running"]) for v in data["versions"]}
+    on = fleet.versions()
+    assert running == {t: sorted(n for n, v in on.items() if v == t) for t in running}
+    assert data["unread"] == []
+
+
 def test_history_json_lists_this_modules_rolls_newest_first_with_per_node_outcomes(fleet):
     proc = dockship("--config", str(fleet.config), "history", "--env", ENV, "--service", SERVICE,
                     "--json")
@@ -436,6 +504,70 @@ def test_history_json_lists_this_modules_rolls_newest_first_with_per_node_outcom
     assert newest["deploy_id"] not in ours and newest["tag"] == "1.0.0"
     assert newest["result"] == "succeeded"
     assert {n["to"] for n in newest["nodes"]} == {"1.0.0"}
+
+
+# -- 6a. logs and exec ----------------------------------------------------------------------
+
+def test_logs_prints_each_nodes_container_output_named_by_node(fleet):
+    ensure_on(fleet, "1.0.0")
+    on = fleet.versions()
+    proc = dockship("--config", str(fleet.config), "logs", "--env", ENV, "--service", SERVICE,
+                    "--tail", "50")
+    assert proc.returncode == 0, proc.stderr
+    for node, tag in on.items():
+        assert f"{node} | hello-svc {tag} listening on :{fleet.port}" in proc.stdout, proc.stdout
+    one = dockship("--config", str(fleet.config), "logs", "--env", ENV, "--service", SERVICE,
+                   "--node", "node2", "--json")
+    lines = json.loads(one.stdout)["lines"]
+    assert lines and {line["node"] for line in lines} == {"node2"}
+    bad = dockship("--config", str(fleet.config), "logs", "--env", ENV, "--node", "node9",
+                   "--service", SERVICE)
+    assert bad.returncode == 2 and "node1, node2, node3" in bad.stderr
+
+
+def test_logs_follow_prints_new_lines_as_they_come(fleet):
+    import urllib.request
+
+    ensure_on(fleet, "1.0.0")
+    cmd = [sys.executable, "-m", "dockship", "--config", str(fleet.config), "logs", "--env", ENV,
+           "--service", SERVICE, "--node", "node1", "--tail", "0", "-f"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = f"/follow-{uuid.uuid4().hex[:8]}"
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            seen.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        address = fleet.nodes[0]["address"]
+
+        def requested() -> bool:
+            try:
+                urllib.request.urlopen(f"http://{address}:{fleet.port}{marker}", timeout=5)
+            except OSError:
+                pass    # a 404 is what we want: the server logs the request line
+            return any(marker in line for line in seen)
+        wait_for(requested, timeout=60, interval=0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert any(line.startswith("node1 | ") and marker in line for line in seen)
+
+
+def test_exec_runs_an_argv_in_each_nodes_container_and_reports_each_exit_code(fleet):
+    ensure_on(fleet, "1.0.0")
+    proc = dockship("--config", str(fleet.config), "exec", "--env", ENV, "--service", SERVICE,
+                    "--json", "--", "sh", "-c", 'echo "tag=$0"; exit 0', "; rm -rf /nothing")
+    assert proc.returncode == 0, proc.stderr
+    nodes = json.loads(proc.stdout)["nodes"]
+    assert [(n["name"], n["exit_code"], n["stdout"]) for n in nodes] == [
+        (n["name"], 0, "tag=; rm -rf /nothing\n") for n in fleet.nodes]   # an argv, never a shell line
+    failing = dockship("--config", str(fleet.config), "exec", "--env", ENV, "--service", SERVICE,
+                       "--node", "node3", "--", "sh", "-c", "echo oops >&2; exit 5")
+    assert failing.returncode == 1
+    assert "node3 | oops" in failing.stderr and "exit 5" in failing.stderr
 
 
 # -- 6b. the lease lost mid-roll --------------------------------------------------------------

@@ -21,7 +21,7 @@ def test_a_config_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys):
 
 
 def test_an_unforeseen_error_is_one_line_and_exit_1(monkeypatch, capsys):
-    def broken(args):
+    def broken(args, halt):
         raise KeyError("labels")
 
     monkeypatch.setattr(cli, "_status", broken)
@@ -35,7 +35,7 @@ def test_an_unforeseen_error_is_one_line_and_exit_1(monkeypatch, capsys):
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(monkeypatch, how):
-    def broken(args):
+    def broken(args, halt):
         raise KeyError("labels")
 
     monkeypatch.setattr(cli, "_status", broken)
@@ -49,7 +49,7 @@ def test_debug_shows_the_traceback(monkeypatch, how):
 
 
 def test_a_known_error_keeps_its_exit_code_and_escapes_control_characters(monkeypatch, capsys):
-    def held(args):
+    def held(args, halt):
         raise LockHeld("locked by \x1b]0;pwned\x07mallory")
 
     monkeypatch.setattr(cli, "_roll", held)
@@ -57,3 +57,35 @@ def test_a_known_error_keeps_its_exit_code_and_escapes_control_characters(monkey
     out, err = capsys.readouterr()
     assert "\x1b" not in err and "\\x1b]0;pwned\\x07mallory" in err
     assert json.loads(out) == {"error": "locked by \\x1b]0;pwned\\x07mallory", "exit_code": 3}
+
+
+def test_a_usage_error_from_the_parser_still_prints_the_json_object(capsys):
+    assert cli.main(["roll", "--json", "--lock-wait", "soon"]) == 2
+    out, err = capsys.readouterr()
+    error = json.loads(out)
+    assert error["exit_code"] == 2 and "--lock-wait" in error["error"]
+    assert err.startswith("dockship: error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("health", "error", "code"), [
+    ("healthy", None, 0), ("unhealthy (503)", None, 1), ("not running", None, 1),
+    ("unknown", "node2: engine unreachable", 1)])
+def test_status_exits_1_when_a_node_is_not_running_or_not_healthy(
+        tmp_path, monkeypatch, capsys, health, error, code):
+    from dockship import status as status_mod
+
+    config = tmp_path / "dockship.toml"
+    config.write_text('[index]\nurl = "http://127.0.0.1:1/simple/"\n[registry]\nurl = "127.0.0.1:1"\n'
+                      '[services.hello]\n[environments.stage]\n'
+                      'nodes = [{ name = "node1", docker = "ssh://root@10.0.0.1" }]\n')
+
+    def fake_status(cfg, env, service=None):
+        ok = status_mod.NodeStatus("node1", "a", "10.0.0.1", "1.0.0", "sha256:1", "healthy",
+                                   None, None, None, ())
+        other = status_mod.NodeStatus("node2", "b", "10.0.0.2", "1.0.0", "sha256:1", health,
+                                      None, None, None, (), error=error)
+        return [status_mod.ServiceStatus("stage", "hello", (ok, other))]
+
+    monkeypatch.setattr(status_mod, "status", fake_status)
+    assert cli.main(["status", "--env", "stage", "--config", str(config), "--json"]) == code
+    assert json.loads(capsys.readouterr().out)["nodes"][1]["health"] == health

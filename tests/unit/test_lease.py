@@ -20,6 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 from dockship import lock as lock_mod
 from dockship.errors import LockHeld, Unreachable
+from dockship.halt import Halt, Halted
 from dockship.lock import DeployLock, LeaseKeeper, LockInfo, LockLost
 from dockship.times import utc_now
 
@@ -116,7 +117,7 @@ def test_a_container_under_the_lock_name_that_is_not_a_lock_blocks_with_advice()
 # -- expiry is the node engine's business ----------------------------------------------------
 
 def test_there_is_no_contender_clock_in_the_api():
-    assert list(inspect.signature(DeployLock.acquire).parameters) == ["self", "on_taken"]
+    assert list(inspect.signature(DeployLock.acquire).parameters) == ["self", "on_taken", "halt"]
     assert not {"now", "clock"} & set(inspect.signature(DeployLock).parameters)
 
 
@@ -388,3 +389,26 @@ def test_on_taken_runs_on_each_node_taken_and_its_failures_do_not_break_acquire(
     assert sorted(seen) == [(f"node{i}", "deploy-alice") for i in (1, 2, 3)]
     assert seen[0][0] == "node1"
     assert sorted(dl.held) == ["node1", "node2", "node3"]
+
+
+# -- a signal while waiting for a busy lock --------------------------------------------------
+
+def test_a_halt_while_waiting_for_a_busy_lock_ends_the_wait_holding_nothing():
+    nodes = stores("node1", "node2")
+    deploy_lock(nodes).acquire()
+    halt = Halt()
+    threading.Timer(0.2, halt.trip, args=("interrupted by SIGTERM",), kwargs={"signum": 15}).start()
+    waiting = contender(nodes, wait=3600.0)
+    with pytest.raises(Halted, match="interrupted by SIGTERM while waiting for the deploy lock") as e:
+        waiting.acquire(halt=halt)
+    assert e.value.exit_code == 143
+    assert waiting.held == {} and holders(nodes) == {"node1": "deploy-alice", "node2": "deploy-alice"}
+
+
+def test_a_halt_before_the_lock_is_taken_takes_nothing():
+    nodes = stores("node1")
+    halt = Halt()
+    halt.trip("interrupted by SIGINT", signum=2)
+    with pytest.raises(Halted) as e:
+        deploy_lock(nodes).acquire(halt=halt)
+    assert e.value.exit_code == 130 and holders(nodes) == {"node1": None}

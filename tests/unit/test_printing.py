@@ -124,7 +124,7 @@ def test_build_progress_shows_markup_and_escapes_as_text():
 
 
 def test_an_error_line_is_escaped_and_without_credentials(capsys, monkeypatch):
-    def boom(args):
+    def boom(args, halt):
         raise ValueError("Invalid URL 'http://me:s3cr/t@[::1/': \x1b]0;owned\x07 [/]")
 
     monkeypatch.setattr(cli, "_history", boom)
