@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dockship.config import Config, docker_endpoint_problem, load, parse
+from dockship.checks import docker_endpoint_problem
+from dockship.config import Config, load, parse
 from dockship.errors import ConfigError, UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
     data = _with(services__hello__port=70000)
     data["environments"]["stage"]["nodes"][1]["docker"] = "ftp://x"
     problems = _errors(data)
-    assert any(p.startswith("services.hello.port: 70000 is out of range") for p in problems)
+    assert any(p.startswith("services.hello.port: 70000 must be at most 65535") for p in problems)
     assert any(p.startswith("environments.stage.nodes[1].docker: 'ftp://x' is not a Docker endpoint")
                for p in problems)
     assert len(problems) == 2
@@ -116,7 +117,7 @@ def test_chef_key_paths_are_relative_to_the_config_and_must_exist(tmp_path):
     assert chef.docker == "ssh://root@{address}"
     problems = _errors(_with(environments={"prod": {"chef": {"url": "http://127.0.0.1:4545",
                                                              "client": "dockship", "key": "nope.pem"}}}))
-    assert problems == ["environments.prod.chef.key: /nope.pem does not exist"]
+    assert problems == ["environments.prod.chef.key: '/nope.pem' does not exist"]
 
 
 @pytest.mark.parametrize("url", ["ssh://root@10.0.0.1", "ssh://deploy@host:2222",
