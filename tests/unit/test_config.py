@@ -1,5 +1,6 @@
 """Configuration: parsed into records, every problem reported with its key path."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -378,3 +379,20 @@ def test_an_unknown_key_with_control_characters_is_shown_escaped():
 def test_a_path_too_long_for_the_system_is_a_problem_not_a_crash():
     problems = _errors(_with(environments__stage__ssh={"key": "k" * 5000}))
     assert problems[0].startswith("environments.stage.ssh.key: ")
+
+
+def test_every_key_the_example_shows_commented_out_is_valid_too(tmp_path, monkeypatch):
+    """Uncommenting an optional key of examples/dockship.toml never makes it invalid."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in (".ssh/id_ed25519", ".ssh/known_hosts", "tls/ca.pem", "tls/cert.pem",
+                 "tls/key.pem", "dockship.pem"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    text = (ROOT / "examples" / "dockship.toml").read_text()
+    uncommented = re.sub(r"(?m)^# (?=\[|[a-z_]+ = )", "", text)
+    assert uncommented.count("\n") == text.count("\n") and uncommented != text
+    path = tmp_path / "dockship.toml"
+    path.write_text(uncommented)
+    cfg = load(path)
+    assert cfg.environments["stage"].tls.enabled and cfg.environments["stage"].allow_plain_tcp
+    assert cfg.environments["prod"].chef is not None and cfg.environments["stage"].balancer
