@@ -63,8 +63,11 @@ def shown(value: object) -> str:
     return f"a {type(value).__name__}"   # TOML dates and times
 
 
-def control_problem(text: str) -> str | None:
-    """A problem if `text` holds a control character (what would reach a terminal raw)."""
+def control_problem(text: object) -> str | None:
+    """A problem if `text` is not a string or holds a control character (what would reach a
+    terminal raw); spaces are fine."""
+    if not isinstance(text, str):
+        return f"must be a string, got {shown(text)}"
     for ch in text:
         if not ch.isprintable() and ch != " ":
             return f"{shown(text)} holds the control character {ch.encode('unicode_escape').decode()}"

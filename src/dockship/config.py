@@ -347,8 +347,10 @@ def _env_value_problem(value: Any) -> str | None:
 
 def _environment(t: _Table) -> Environment:
     name = t.key
-    nodes = _nodes(t) if t.has("nodes") else None
-    chef = _chef(t.table("chef"), name) if t.has("chef") else None
+    listed = _nodes(t) if t.has("nodes") else None
+    nodes = None if listed is None else tuple(node for _, node in listed)
+    chef_t = t.table("chef")
+    chef = _chef(chef_t, name) if t.has("chef") else None
     if nodes is None and not t.has("chef"):
         t.error(None, "needs either `nodes = [...]` or `chef = { url = ..., client = ..., key = ... }`")
     if nodes is not None and t.has("chef"):
@@ -359,7 +361,10 @@ def _environment(t: _Table) -> Environment:
                       known_hosts=ssh_t.path("known_hosts", must_exist=True))
     tls = _tls(t.table("tls"))
     allow_plain_tcp = t.boolean("allow_plain_tcp", False)
-    _transport(t, nodes or (), chef, tls, allow_plain_tcp)
+    endpoints = [(node_t.where("docker"), node.docker) for node_t, node in listed or ()]
+    if chef is not None:
+        endpoints.append((chef_t.where("docker"), chef.docker))
+    _transport(t, endpoints, tls, allow_plain_tcp)
     hooks_t = t.table("hooks")
     hooks = {k: argv for k in HOOK_NAMES if (argv := hooks_t.argv(k))}
     return Environment(name=name, nodes=nodes, chef=chef, ssh=ssh, tls=tls,
@@ -368,15 +373,16 @@ def _environment(t: _Table) -> Environment:
                        allow_plain_tcp=allow_plain_tcp)
 
 
-def _nodes(t: _Table) -> tuple[Node, ...]:
-    nodes = tuple(_node(item) for item in t.array("nodes", 'a table like { name = "node1", '
-                                                          'docker = "ssh://root@10.0.0.1" }'))
+def _nodes(t: _Table) -> list[tuple[_Table, Node]]:
+    """Each node with its table (whose path has the node's index in the file)."""
+    listed = [(item, _node(item)) for item in t.array(
+        "nodes", 'a table like { name = "node1", docker = "ssh://root@10.0.0.1" }')]
     seen: set[str] = set()
-    for i, n in enumerate(nodes):
+    for item, n in listed:
         if n.name and n.name in seen:
-            t.item_error("nodes", i, f"duplicate node name '{n.name}'", ".name")
+            item.error("name", f"duplicate node name '{n.name}'")
         seen.add(n.name)
-    return nodes
+    return listed
 
 
 def _node(t: _Table) -> Node:
@@ -397,12 +403,12 @@ def _tls(t: _Table) -> TLSSettings:
     return tls
 
 
-def _transport(t: _Table, nodes: tuple[Node, ...], chef: ChefSettings | None,
-               tls: TLSSettings, allow_plain_tcp: bool) -> None:
-    """A tcp:// engine speaks TLS, or the environment says `allow_plain_tcp = true` (design §8)."""
-    plain = [f"nodes[{i}].docker" for i, n in enumerate(nodes) if n.docker.startswith("tcp://")]
-    if chef is not None and chef.docker.startswith("tcp://"):
-        plain.append("chef.docker")
+def _transport(t: _Table, endpoints: list[tuple[str, str]], tls: TLSSettings,
+               allow_plain_tcp: bool) -> None:
+    """A tcp:// engine speaks TLS, or the environment says `allow_plain_tcp = true` (design §8).
+
+    `endpoints` are (key path, engine URL or Chef template) of the environment's engines."""
+    plain = [where for where, docker in endpoints if docker.startswith("tcp://")]
     if not plain or tls.enabled:
         return
     at = t.where(None)
@@ -411,8 +417,8 @@ def _transport(t: _Table, nodes: tuple[Node, ...], chef: ChefSettings | None,
                             f"endpoint(s) without TLS: registry credentials and all engine "
                             "traffic travel in clear")
         return
-    for key in plain:
-        t.r.error(f"{at}.{key}", f"a tcp:// engine without TLS would send registry credentials "
+    for where in plain:
+        t.r.error(where, f"a tcp:// engine without TLS would send registry credentials "
                   f"and all engine traffic in clear; set [{at}.tls] ca (or cert and key), or "
                   f"allow_plain_tcp = true in [{at}] to accept that")
 

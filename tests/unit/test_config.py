@@ -396,3 +396,15 @@ def test_every_key_the_example_shows_commented_out_is_valid_too(tmp_path, monkey
     cfg = load(path)
     assert cfg.environments["stage"].tls.enabled and cfg.environments["stage"].allow_plain_tcp
     assert cfg.environments["prod"].chef is not None and cfg.environments["stage"].balancer
+
+
+def test_problems_of_nodes_keep_their_index_in_the_file():
+    data = _with(environments__stage__nodes=["node0", {"name": "n1", "docker": "tcp://10.0.0.5:2375"},
+                                             {"name": "n1", "docker": "ssh://h"}])
+    assert _errors(data) == [
+        "environments.stage.nodes[0]: must be a table like { name = \"node1\", docker = "
+        "\"ssh://root@10.0.0.1\" }, got 'node0'",
+        "environments.stage.nodes[2].name: duplicate node name 'n1'",
+        "environments.stage.nodes[1].docker: a tcp:// engine without TLS would send registry "
+        "credentials and all engine traffic in clear; set [environments.stage.tls] ca (or cert "
+        "and key), or allow_plain_tcp = true in [environments.stage] to accept that"]
