@@ -396,8 +396,8 @@ def _node(t: _Table) -> Node:
 def _tls(t: _Table) -> TLSSettings:
     tls = TLSSettings(ca=t.path("ca", must_exist=True), cert=t.path("cert", must_exist=True),
                       key=t.path("key", must_exist=True), verify=t.boolean("verify", True))
-    if (tls.cert is None) != (tls.key is None):
-        missing, given = ("key", "cert") if tls.key is None else ("cert", "key")
+    if t.has("cert") != t.has("key"):
+        missing, given = ("key", "cert") if t.has("cert") else ("cert", "key")
         t.error(missing, f"missing: tls.{given} is given, and a client certificate needs both "
                 "cert and key (or neither)")
     return tls
