@@ -239,7 +239,9 @@ _mutation = st.one_of(
     st.tuples(st.just("key"), st.sampled_from(NAMED_TABLES),
               st.tuples(st.sampled_from(HOSTILE_KEYS), _value)),
 )
-_RAW_BYTES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00", b"\r", b"\x1b", b"[", b"\"", b"=",
+#: Bytes spliced into a written document: not UTF-8, NUL, CR, escapes, TOML syntax, an array
+#: nested 100k deep, an integer of 5000 digits.
+HOSTILE_BYTES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00", b"\r", b"\x1b", b"[", b"\"", b"=",
               b"\n[services.hello]\n", b"\nx = " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
               b"\nx = " + b"9" * 5000 + b"\n"]
 _FUZZ = settings(max_examples=1500, deadline=None,
@@ -275,7 +277,7 @@ def test_hostile_values_end_in_a_clean_refusal_or_a_valid_config(workdir, mutati
 
 @settings(max_examples=500, deadline=None,
           suppress_health_check=[HypothesisHealthCheck.function_scoped_fixture])
-@given(mutations=st.lists(_mutation, max_size=2), splice=st.sampled_from(_RAW_BYTES),
+@given(mutations=st.lists(_mutation, max_size=2), splice=st.sampled_from(HOSTILE_BYTES),
        where=st.floats(min_value=0, max_value=1))
 def test_raw_bytes_never_escape_as_a_traceback(workdir, mutations, splice, where):
     text = _document(workdir, mutations)
