@@ -45,8 +45,8 @@ DEFAULT_CONFIG = "dockship.toml"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_PARALLEL = 16                   # node engines talked to at once: one round for most fleets
 DEFAULT_LOCK_TTL = 1800.0     # seconds a deploy lock outlives its last renewal (design §9)
-HOOK_NAMES = ("pre_build", "post_build", "pre_roll", "pre_node", "post_node",
-              "post_roll", "on_failure")
+HOOK_NAMES = ("pre_roll", "pre_node", "post_node", "post_roll", "on_failure")
+BUILD_HOOK_NAMES = ("pre_build", "post_build")     # in [build.hooks]: a build has no environment
 HOUR = 3600.0                 # the upper bound of every timeout and window, in seconds
 DAY = 86400.0
 MAX_NODES = 10_000            # bound of counts of nodes (canary, batch)
@@ -192,6 +192,8 @@ class Environment:
 class BuildSettings:
     template: Path | None        # None: the template shipped with dockship
     base_image: str = DEFAULT_BASE_IMAGE
+    network: bool = False        # true: the template's RUN steps get a network (its own apt-get)
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -267,10 +269,7 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, path: Path | None = None) 
     index_url = root.table("index", required=True).url("url", required=True)
     registry = root.table("registry", required=True).value("url", checks.registry_problem,
                                                              required=True)
-    build_t = root.table("build")
-    build = BuildSettings(template=build_t.path("template"),
-                          base_image=build_t.value("base_image", checks.image_reference_problem,
-                                                   default=DEFAULT_BASE_IMAGE))
+    build = _build(root.table("build"))
     services = {name: _service(t) for name, t in root.table("services").tables(
         checks.service_name_problem)}
     environments = {name: _environment(t) for name, t in root.table("environments").tables(
@@ -281,6 +280,16 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, path: Path | None = None) 
     return Config(path=path, index_url=index_url or "", registry=registry or "", build=build,
                   services=MappingProxyType(services), environments=MappingProxyType(environments),
                   warnings=tuple(r.warnings))
+
+
+def _build(t: _Table) -> BuildSettings:
+    hooks_t = t.table("hooks")
+    return BuildSettings(template=t.path("template"),
+                         base_image=t.value("base_image", checks.image_reference_problem,
+                                            default=DEFAULT_BASE_IMAGE),
+                         network=t.boolean("network", False),
+                         hooks=MappingProxyType({k: argv for k in BUILD_HOOK_NAMES
+                                                 if (argv := hooks_t.argv(k))}))
 
 
 def _service(t: _Table) -> Service:
@@ -366,6 +375,10 @@ def _environment(t: _Table) -> Environment:
         endpoints.append((chef_t.where("docker"), chef.docker))
     _transport(t, endpoints, tls, allow_plain_tcp)
     hooks_t = t.table("hooks")
+    for k in BUILD_HOOK_NAMES:
+        if hooks_t.has(k):
+            hooks_t.error(k, f"{k} runs around `dockship build`, which has no environment; "
+                          "move it to [build.hooks]")
     hooks = {k: argv for k in HOOK_NAMES if (argv := hooks_t.argv(k))}
     return Environment(name=name, nodes=nodes, chef=chef, ssh=ssh, tls=tls,
                        rollout=_rollout(t.table("rollout")), hooks=MappingProxyType(hooks),

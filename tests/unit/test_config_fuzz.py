@@ -58,7 +58,8 @@ def _base(tmp: Path) -> dict[str, Any]:
     return {
         "index": {"url": "http://127.0.0.1:8081/simple/"},
         "registry": {"url": "127.0.0.1:5000"},
-        "build": {"base_image": "python:3.12-slim", "template": "Dockerfile.template"},
+        "build": {"base_image": "python:3.12-slim", "template": "Dockerfile.template",
+                  "network": False, "hooks": {"pre_build": ["./check"], "post_build": ["./tell"]}},
         "services": {"hello": {
             "package": "hello-svc", "image": "hello", "port": 8000, "role": "web",
             "command": ["hello-svc"], "env": {"LOG_LEVEL": "info"}, "stop_timeout": 10,
