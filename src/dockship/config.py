@@ -4,32 +4,53 @@ Everything is validated before the first network call, and every problem is
 reported at once with the path of the bad key
 (`environments.stage.nodes[1].docker: ...`), because a deploy tool that
 fails on the third node over a typo in the config has already done harm.
+The rules are design §8: numbers finite and in a documented range, names
+that are safe in a terminal, a Chef query and a Docker label, URLs that
+parse (IPv6 too), no engine endpoint ssh could read as an option.
+
+The schema is the `_section`/`_service`/`_environment`… functions: each
+reads its table through `_Table`'s typed reads (`name`, `number(low, high)`,
+`port`, `url`, `path`…), which check the value with `dockship.checks`,
+record a problem under the key's path and go on with the default. Keys a
+table never asked for are reported as unknown, with a "did you mean".
+
+Why not pydantic or msgspec: msgspec stops at the first error; pydantic
+would list them all, but its messages carry its own wording and locations,
+and what this file needs beyond types is most of the work: paths relative
+to the file (and whether they exist), "did you mean" against the keys a
+table knows, cross-key checks (`min_healthy <= timeout`, TLS files in
+pairs, plain TCP only with its opt-in), warnings beside errors, and frozen
+records other modules already build by hand in tests.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import os
 import re
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
-from dockship.errors import ConfigError, UsageError
+from dockship import checks
+from dockship.errors import ConfigError, UsageError, last_line, printable
 
 DEFAULT_CONFIG = "dockship.toml"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_PARALLEL = 16                   # node engines talked to at once: one round for most fleets
 DEFAULT_LOCK_TTL = 1800.0     # seconds a deploy lock outlives its last renewal (design §9)
-HOOK_NAMES = ("pre_build", "post_build", "pre_roll", "pre_node", "post_node",
-              "post_roll", "on_failure")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_IMAGE_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+HOOK_NAMES = ("pre_roll", "pre_node", "post_node", "post_roll", "on_failure")
+BUILD_HOOK_NAMES = ("pre_build", "post_build")     # in [build.hooks]: a build has no environment
+HOUR = 3600.0                 # the upper bound of every timeout and window, in seconds
+DAY = 86400.0
+MAX_NODES = 10_000            # bound of counts of nodes (canary, batch)
+MAX_ENV_VALUE = 32_768        # characters in one services.X.env value
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,11 @@ class TLSSettings:
     key: Path | None = None
     verify: bool = True
 
+    @property
+    def enabled(self) -> bool:
+        """TLS is what `fleet` speaks to a tcp:// engine: a CA to trust, or a client certificate."""
+        return self.ca is not None or (self.cert is not None and self.key is not None)
+
 
 @dataclass(frozen=True)
 class ChefSettings:
@@ -95,6 +121,7 @@ class ChefSettings:
     sign_version: str = "1.3"
     attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(
         {"address": "ipaddress", "zone": "zone"}))
+    verify: bool | Path = True    # the server's certificate: checked, not, or against this CA bundle
 
 
 @dataclass(frozen=True)
@@ -158,12 +185,15 @@ class Environment:
     rollout: Rollout
     hooks: Mapping[str, tuple[str, ...]]
     balancer: BalancerSettings | None = None
+    allow_plain_tcp: bool = False   # tcp:// engines without TLS accepted (with a warning)
 
 
 @dataclass(frozen=True)
 class BuildSettings:
     template: Path | None        # None: the template shipped with dockship
     base_image: str = DEFAULT_BASE_IMAGE
+    network: bool = False        # true: the template's RUN steps get a network (its own apt-get)
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -174,6 +204,7 @@ class Config:
     build: BuildSettings
     services: Mapping[str, Service]
     environments: Mapping[str, Environment]
+    warnings: tuple[str, ...] = ()   # accepted but risky (plain TCP): the CLI prints them
 
     def service_for_package(self, package: str) -> Service | None:
         """The service whose `package` (or name) is `package`, compared as PEP 503 names."""
@@ -190,8 +221,9 @@ class Config:
         try:
             return self.environments[name]
         except KeyError:
-            raise UsageError(f"unknown environment '{name}'{_did_you_mean(name, self.environments)}; "
-                             f"environments in {self.path or 'the config'}: "
+            raise UsageError(f"unknown environment {checks.shown(name)}"
+                             f"{_did_you_mean(name, self.environments)}; environments in "
+                             f"{printable(str(self.path or 'the config'))}: "
                              f"{', '.join(sorted(self.environments)) or 'none'}") from None
 
 
@@ -206,413 +238,532 @@ def config_path(explicit: str | None) -> Path:
 
 
 def load(path: Path) -> Config:
+    """Read and validate a config file; every problem of it is in one ConfigError (exit 2)."""
+    where = printable(str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
                           f"{exc.start}); save it as UTF-8") from None
     except FileNotFoundError:
-        raise UsageError(f"config file {path} not found; pass --config PATH or set DOCKSHIP_CONFIG") from None
+        raise UsageError(f"config file {where} not found; pass --config PATH or set "
+                         "DOCKSHIP_CONFIG") from None
     except OSError as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read config file {where}: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{where}: not valid TOML: {printable(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: arrays or tables nested too deeply to read; "
+                          "no dockship key needs more than two levels") from None
+    except ValueError as exc:   # an integer of more than 4300 digits
+        raise ConfigError(f"{where}: not valid TOML: {printable(last_line(exc))}") from None
     return parse(data, base_dir=path.parent, path=path)
 
 
 def parse(data: Mapping[str, Any], *, base_dir: Path, path: Path | None = None) -> Config:
     """Validate a parsed TOML document; raise one ConfigError listing every problem."""
     r = _Reader(base_dir)
-    r.known(data, "", ("index", "registry", "build", "services", "environments"))
-    index = r.table(data, "index", required=True)
-    index_url = r.url(index, "index.url", required=True, schemes=("http", "https"))
-    registry_t = r.table(data, "registry", required=True)
-    registry = r.string(registry_t, "registry.url", required=True)
-    if registry and ("://" in registry or registry.endswith("/")):
-        r.error("registry.url", f"'{registry}' must be host[:port] without scheme or slash, "
-                "e.g. \"registry.example.com:5000\"")
-    r.known(index, "index", ("url",))
-    r.known(registry_t, "registry", ("url",))
-    build_t = r.table(data, "build")
-    r.known(build_t, "build", ("template", "base_image"))
-    template = r.path(build_t, "build.template")
-    build = BuildSettings(template=template,
-                          base_image=r.string(build_t, "build.base_image") or DEFAULT_BASE_IMAGE)
-
-    services = {name: _service(r, name, tbl) for name, tbl in r.table(data, "services").items()
-                if r.is_table(tbl, f"services.{name}")}
-    environments = {name: _environment(r, name, tbl)
-                    for name, tbl in r.table(data, "environments").items()
-                    if r.is_table(tbl, f"environments.{name}")}
+    root = r.root(data)
+    index_url = root.table("index", required=True).url("url", required=True)
+    registry = root.table("registry", required=True).value("url", checks.registry_problem,
+                                                             required=True)
+    build = _build(root.table("build"))
+    services = {name: _service(t) for name, t in root.table("services").tables(
+        checks.service_name_problem)}
+    environments = {name: _environment(t) for name, t in root.table("environments").tables(
+        checks.name_problem)}
+    r.finish()
     if r.errors:
-        raise ConfigError(sorted(set(r.errors), key=r.errors.index))
+        raise ConfigError(list(dict.fromkeys(r.errors)))
     return Config(path=path, index_url=index_url or "", registry=registry or "", build=build,
-                  services=MappingProxyType(services), environments=MappingProxyType(environments))
+                  services=MappingProxyType(services), environments=MappingProxyType(environments),
+                  warnings=tuple(r.warnings))
 
 
-def _service(r: _Reader, name: str, t: Mapping[str, Any]) -> Service:
-    at = f"services.{name}"
-    if not _NAME_RE.match(name):
-        r.error(at, "service names use lowercase letters, digits, '-', '_' and '.'")
-    r.known(t, at, ("package", "image", "port", "role", "command", "env", "health",
-                    "stop_timeout", "retain"))
-    image = r.string(t, f"{at}.image") or name
-    if not _IMAGE_RE.match(image):
-        r.error(f"{at}.image", f"'{image}' is not a valid image name (lowercase, digits, '.', '_', '-', '/')")
-    h = r.table(t, "health", at=f"{at}.health")
-    r.known(h, f"{at}.health", ("path", "status", "timeout", "min_healthy", "interval",
-                                "rollback_min_healthy"))
-    hpath = r.string(h, f"{at}.health.path") or "/health"
-    if not hpath.startswith("/"):
-        r.error(f"{at}.health.path", f"'{hpath}' must start with '/'")
-    health = HealthCheck(
-        path=hpath,
-        status=r.integer(h, f"{at}.health.status", default=200, low=100, high=599),
-        timeout=r.number(h, f"{at}.health.timeout", default=30.0, low=0.1),
-        min_healthy=r.number(h, f"{at}.health.min_healthy", default=3.0, low=0),
-        interval=r.number(h, f"{at}.health.interval", default=0.5, low=0.05),
-        rollback_min_healthy=r.number(h, f"{at}.health.rollback_min_healthy", default=0.0, low=0),
-    )
-    env = r.table(t, "env", at=f"{at}.env")
-    for k, v in env.items():
-        if not isinstance(v, (str, int, float, bool)):
-            r.error(f"{at}.env.{k}", "values must be strings, numbers or booleans")
+def _build(t: _Table) -> BuildSettings:
+    hooks_t = t.table("hooks")
+    return BuildSettings(template=t.path("template"),
+                         base_image=t.value("base_image", checks.image_reference_problem,
+                                            default=DEFAULT_BASE_IMAGE),
+                         network=t.boolean("network", False),
+                         hooks=MappingProxyType({k: argv for k in BUILD_HOOK_NAMES
+                                                 if (argv := hooks_t.argv(k))}))
+
+
+def _service(t: _Table) -> Service:
+    name = t.key
+    package = t.value("package", checks.package_problem, default=name)
+    image = t.value("image", checks.image_problem)
+    if image is None and not t.has("image") and (problem := checks.image_problem(name)):
+        t.error(None, f"is also the image name, and {problem}; set `image`")
     return Service(
         name=name,
-        package=r.string(t, f"{at}.package") or name,
-        image=image,
-        port=r.integer(t, f"{at}.port", default=8000, low=1, high=65535),
-        role=r.string(t, f"{at}.role"),
-        command=r.argv(t, f"{at}.command"),
-        env=MappingProxyType({k: _env_str(v) for k, v in env.items()}),
-        health=health,
-        stop_timeout=r.number(t, f"{at}.stop_timeout", default=10.0, low=0),
-        retain=r.integer(t, f"{at}.retain", default=3, low=1, high=100),
+        package=package,
+        image=image or name,
+        port=t.port("port", 8000),
+        role=t.name("role"),
+        command=t.argv("command"),
+        env=_env(t.table("env")),
+        health=_health(t.table("health")),
+        stop_timeout=t.number("stop_timeout", 10.0, 0, HOUR),
+        retain=t.integer("retain", 3, 1, 100),
     )
 
 
-def _env_str(v: Any) -> str:
-    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+def _health(t: _Table) -> HealthCheck:
+    problems = len(t.r.errors)
+    health = HealthCheck(
+        path=t.value("path", checks.health_path_problem, default="/health"),
+        status=t.integer("status", 200, 100, 599),
+        timeout=t.number("timeout", 30.0, 0.1, HOUR),
+        min_healthy=t.number("min_healthy", 3.0, 0, HOUR),
+        interval=t.number("interval", 0.5, 0.05, 60),
+        rollback_min_healthy=t.number("rollback_min_healthy", 0.0, 0, HOUR),
+    )
+    if len(t.r.errors) == problems:      # compare only values that are themselves right
+        for key in ("min_healthy", "rollback_min_healthy"):
+            if getattr(health, key) > health.timeout:
+                t.error(key, f"{getattr(health, key):g} s is longer than timeout "
+                        f"({health.timeout:g} s), the time the window must end within; "
+                        f"lower {key} or raise timeout")
+    return health
 
 
-def _environment(r: _Reader, name: str, t: Mapping[str, Any]) -> Environment:
-    at = f"environments.{name}"
-    r.known(t, at, ("nodes", "chef", "ssh", "tls", "rollout", "hooks", "balancer"))
-    nodes = None
-    if "nodes" in t:
-        raw = t["nodes"]
-        if not isinstance(raw, list):
-            r.error(f"{at}.nodes", "must be a list of tables like { name = \"node1\", docker = \"ssh://root@10.0.0.1\" }")
+def _env(t: _Table) -> Mapping[str, str]:
+    env = {}
+    for key, value in t.entries(checks.env_var_problem):
+        if problem := _env_value_problem(value):
+            t.error(key, problem)
         else:
-            nodes = tuple(n for i, item in enumerate(raw) if (n := _node(r, f"{at}.nodes[{i}]", item)))
-            seen: set[str] = set()
-            for i, n in enumerate(nodes):
-                if n.name in seen:
-                    r.error(f"{at}.nodes[{i}].name", f"duplicate node name '{n.name}'")
-                seen.add(n.name)
-    chef = None
-    if "chef" in t:
-        chef = _chef(r, f"{at}.chef", r.table(t, "chef", at=f"{at}.chef"), name)
-    if nodes is None and chef is None:
-        r.error(at, "needs either `nodes = [...]` or `chef = { url = ..., client = ..., key = ... }`")
-    if nodes is not None and chef is not None:
-        r.error(at, "has both `nodes` and `chef`; keep one source of nodes")
-    ssh_t = r.table(t, "ssh", at=f"{at}.ssh")
-    r.known(ssh_t, f"{at}.ssh", ("user", "key", "known_hosts"))
-    ssh = SSHSettings(user=r.string(ssh_t, f"{at}.ssh.user"),
-                      key=r.path(ssh_t, f"{at}.ssh.key", must_exist=True),
-                      known_hosts=r.path(ssh_t, f"{at}.ssh.known_hosts", must_exist=True))
-    tls_t = r.table(t, "tls", at=f"{at}.tls")
-    r.known(tls_t, f"{at}.tls", ("ca", "cert", "key", "verify"))
-    tls = TLSSettings(ca=r.path(tls_t, f"{at}.tls.ca", must_exist=True),
-                      cert=r.path(tls_t, f"{at}.tls.cert", must_exist=True),
-                      key=r.path(tls_t, f"{at}.tls.key", must_exist=True),
-                      verify=r.boolean(tls_t, f"{at}.tls.verify", default=True))
-    ro = r.table(t, "rollout", at=f"{at}.rollout")
-    r.known(ro, f"{at}.rollout", ("canary", "batch", "auto_rollback", "by_zone", "zones", "bake",
-                                  "overlap_min_healthy",
-                                  "bake_path", "bake_rate", "bake_max_error_increase",
-                                  "bake_max_p95_ratio", "bake_min_p95_ms"))
-    zones = ro.get("zones", [])
-    if not (isinstance(zones, list) and all(isinstance(z, str) and z for z in zones)):
-        r.error(f"{at}.rollout.zones", "must be a list of zone names, e.g. [\"a\", \"b\"]")
-        zones = []
-    bake_path = r.string(ro, f"{at}.rollout.bake_path")
-    if bake_path and not bake_path.startswith("/"):
-        r.error(f"{at}.rollout.bake_path", f"'{bake_path}' must start with '/'")
-    bake = Bake(seconds=r.number(ro, f"{at}.rollout.bake", default=0.0, low=0),
-                path=bake_path,
-                rate=r.number(ro, f"{at}.rollout.bake_rate", default=10.0, low=0.1),
-                max_error_increase=r.number(ro, f"{at}.rollout.bake_max_error_increase",
-                                            default=0.01, low=0),
-                max_p95_ratio=r.number(ro, f"{at}.rollout.bake_max_p95_ratio", default=1.5, low=1.0),
-                min_p95_ms=r.number(ro, f"{at}.rollout.bake_min_p95_ms", default=20.0, low=0))
-    rollout = Rollout(canary=r.integer(ro, f"{at}.rollout.canary", default=1, low=0),
-                      batch=_batch(r, f"{at}.rollout.batch", ro.get("batch", 1)),
-                      auto_rollback=r.boolean(ro, f"{at}.rollout.auto_rollback", default=True),
-                      by_zone=r.boolean(ro, f"{at}.rollout.by_zone", default=False),
-                      overlap_min_healthy=r.boolean(ro, f"{at}.rollout.overlap_min_healthy",
-                                                    default=False),
-                      zones=tuple(zones), bake=bake)
-    hooks_t = r.table(t, "hooks", at=f"{at}.hooks")
-    r.known(hooks_t, f"{at}.hooks", HOOK_NAMES)
-    hooks = {k: argv for k in HOOK_NAMES if (argv := r.argv(hooks_t, f"{at}.hooks.{k}"))}
-    balancer = _balancer(r, f"{at}.balancer", r.table(t, "balancer", at=f"{at}.balancer")) \
-        if "balancer" in t else None
-    return Environment(name=name, nodes=nodes, chef=chef, ssh=ssh, tls=tls, rollout=rollout,
-                       hooks=MappingProxyType(hooks), balancer=balancer)
+            env[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return MappingProxyType(env)
 
 
-def _balancer(r: _Reader, at: str, t: Mapping[str, Any]) -> BalancerSettings | None:
-    r.known(t, at, ("kind", "socket", "backend", "server", "drain_timeout", "ready_timeout"))
-    kind = r.string(t, f"{at}.kind", required=True)
+def _env_value_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or isinstance(value, int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else \
+            f"{checks.shown(value)} is not a finite number; write it as a string if meant"
+    if not isinstance(value, str):
+        return f"values are strings, numbers or booleans, got {checks.shown(value)}"
+    if "\x00" in value or len(value) > MAX_ENV_VALUE:
+        return f"{checks.shown(value)} holds a NUL character or is longer than {MAX_ENV_VALUE}"
+    return None
+
+
+def _environment(t: _Table) -> Environment:
+    name = t.key
+    listed = _nodes(t) if t.has("nodes") else None
+    nodes = None if listed is None else tuple(node for _, node in listed)
+    chef_t = t.table("chef")
+    chef = _chef(chef_t, name) if t.has("chef") else None
+    if nodes is None and not t.has("chef"):
+        t.error(None, "needs either `nodes = [...]` or `chef = { url = ..., client = ..., key = ... }`")
+    if nodes is not None and t.has("chef"):
+        t.error(None, "has both `nodes` and `chef`; keep one source of nodes")
+    ssh_t = t.table("ssh")
+    ssh = SSHSettings(user=ssh_t.value("user", checks.ssh_user_problem),
+                      key=ssh_t.path("key", must_exist=True),
+                      known_hosts=ssh_t.path("known_hosts", must_exist=True))
+    tls = _tls(t.table("tls"))
+    allow_plain_tcp = t.boolean("allow_plain_tcp", False)
+    endpoints = [(node_t.where("docker"), node.docker) for node_t, node in listed or ()]
+    if chef is not None:
+        endpoints.append((chef_t.where("docker"), chef.docker))
+    _transport(t, endpoints, tls, allow_plain_tcp)
+    hooks_t = t.table("hooks")
+    for k in BUILD_HOOK_NAMES:
+        if hooks_t.has(k):
+            hooks_t.error(k, f"{k} runs around `dockship build`, which has no environment; "
+                          "move it to [build.hooks]")
+    hooks = {k: argv for k in HOOK_NAMES if (argv := hooks_t.argv(k))}
+    return Environment(name=name, nodes=nodes, chef=chef, ssh=ssh, tls=tls,
+                       rollout=_rollout(t.table("rollout")), hooks=MappingProxyType(hooks),
+                       balancer=_balancer(t.table("balancer")) if t.has("balancer") else None,
+                       allow_plain_tcp=allow_plain_tcp)
+
+
+def _nodes(t: _Table) -> list[tuple[_Table, Node]]:
+    """Each node with its table (whose path has the node's index in the file)."""
+    listed = [(item, _node(item)) for item in t.array(
+        "nodes", 'a table like { name = "node1", docker = "ssh://root@10.0.0.1" }')]
+    seen: set[str] = set()
+    for item, n in listed:
+        if n.name and n.name in seen:
+            item.error("name", f"duplicate node name '{n.name}'")
+        seen.add(n.name)
+    return listed
+
+
+def _node(t: _Table) -> Node:
+    return Node(name=t.name("name", required=True) or "",
+                docker=t.value("docker", checks.docker_endpoint_problem, required=True, default=""),
+                zone=t.name("zone"),
+                roles=t.names("roles"),
+                address=t.value("address", checks.host_problem))
+
+
+def _tls(t: _Table) -> TLSSettings:
+    tls = TLSSettings(ca=t.path("ca", must_exist=True), cert=t.path("cert", must_exist=True),
+                      key=t.path("key", must_exist=True), verify=t.boolean("verify", True))
+    if t.has("cert") != t.has("key"):
+        missing, given = ("key", "cert") if t.has("cert") else ("cert", "key")
+        t.error(missing, f"missing: tls.{given} is given, and a client certificate needs both "
+                "cert and key (or neither)")
+    return tls
+
+
+def _transport(t: _Table, endpoints: list[tuple[str, str]], tls: TLSSettings,
+               allow_plain_tcp: bool) -> None:
+    """A tcp:// engine speaks TLS, or the environment says `allow_plain_tcp = true` (design §8).
+
+    `endpoints` are (key path, engine URL or Chef template) of the environment's engines."""
+    plain = [where for where, docker in endpoints if docker.startswith("tcp://")]
+    if not plain or tls.enabled:
+        return
+    at = t.where(None)
+    if allow_plain_tcp:
+        t.r.warnings.append(f"{at}: allow_plain_tcp = true and {len(plain)} tcp:// engine "
+                            f"endpoint(s) without TLS: registry credentials and all engine "
+                            "traffic travel in clear")
+        return
+    for where in plain:
+        t.r.error(where, f"a tcp:// engine without TLS would send registry credentials "
+                  f"and all engine traffic in clear; set [{at}.tls] ca (or cert and key), or "
+                  f"allow_plain_tcp = true in [{at}] to accept that")
+
+
+def _rollout(t: _Table) -> Rollout:
+    bake = Bake(seconds=t.number("bake", 0.0, 0, DAY),
+                path=t.value("bake_path", checks.health_path_problem),
+                rate=t.number("bake_rate", 10.0, 0.1, 1000),
+                max_error_increase=t.number("bake_max_error_increase", 0.01, 0, 1),
+                max_p95_ratio=t.number("bake_max_p95_ratio", 1.5, 1.0, 1000),
+                min_p95_ms=t.number("bake_min_p95_ms", 20.0, 0, 60_000))
+    return Rollout(canary=t.integer("canary", 1, 0, MAX_NODES),
+                   batch=_batch(t),
+                   auto_rollback=t.boolean("auto_rollback", True),
+                   by_zone=t.boolean("by_zone", False),
+                   overlap_min_healthy=t.boolean("overlap_min_healthy", False),
+                   zones=t.names("zones"), bake=bake)
+
+
+def _batch(t: _Table) -> tuple[int | str, ...]:
+    value = t.raw("batch")
+    if value is None:
+        return (1,)
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        t.error("batch", "must not be empty")
+    out: list[int | str] = []
+    for i, v in enumerate(items):
+        problem = _batch_problem(v)
+        if problem and isinstance(value, list):
+            t.item_error("batch", i, problem)
+        elif problem:
+            t.error("batch", problem)
+        else:
+            out.append(v.strip() if isinstance(v, str) else v)
+    return tuple(out) or (1,)
+
+
+def _batch_problem(v: Any) -> str | None:
+    """A count of nodes (1..MAX_NODES) or a percentage of them ("25%", above 0 up to 100)."""
+    if isinstance(v, str) and re.fullmatch(r"\d{1,3}(\.\d{1,6})?%", v.strip()):
+        return None if 0 < float(v.strip()[:-1]) <= 100 else f"{checks.shown(v)} must be above 0% and at most 100%"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return checks.number_problem(v, 1, MAX_NODES, integer=True)
+    return f"{checks.shown(v)} must be a count like 2 or a percentage like \"25%\""
+
+
+def _balancer(t: _Table) -> BalancerSettings | None:
+    kind = t.text("kind", required=True)
     if kind is not None and kind not in BALANCER_KINDS:
-        r.error(f"{at}.kind", f"'{kind}' is not supported; use one of: {', '.join(BALANCER_KINDS)} "
-                "(or drive any other balancer from the pre_node/post_node hooks)")
-    socket_path = r.path(t, f"{at}.socket", required=True)
-    backend = _name_template(r, t, f"{at}.backend", "{service}", ("service",))
-    server = _name_template(r, t, f"{at}.server", "{name}", ("name", "address", "zone"))
-    drain_timeout = r.number(t, f"{at}.drain_timeout", default=10.0, low=0)
-    ready_timeout = r.number(t, f"{at}.ready_timeout", default=30.0, low=0.1)
+        t.error("kind", f"{checks.shown(kind)} is not supported; use one of: "
+                f"{', '.join(BALANCER_KINDS)} (or drive any other balancer from the "
+                "pre_node/post_node hooks)")
+    socket_path = t.path("socket", required=True)
+    backend = _name_template(t, "backend", "{service}", ("service",))
+    server = _name_template(t, "server", "{name}", ("name", "address", "zone"))
+    drain_timeout = t.number("drain_timeout", 10.0, 0, HOUR)
+    ready_timeout = t.number("ready_timeout", 30.0, 0.1, HOUR)
     if kind not in BALANCER_KINDS or socket_path is None:
         return None
     return BalancerSettings(kind=kind, socket=socket_path, backend=backend, server=server,
-                            drain_timeout=drain_timeout, ready_timeout=ready_timeout, at=at)
+                            drain_timeout=drain_timeout, ready_timeout=ready_timeout,
+                            at=t.where(None))
 
 
-def _name_template(r: _Reader, t: Mapping[str, Any], at: str, default: str,
-                   fields: tuple[str, ...]) -> str:
+def _name_template(t: _Table, key: str, default: str, fields: tuple[str, ...]) -> str:
     """A HAProxy name, literally or as a template of `fields` (e.g. "{name}")."""
-    value = r.string(t, at)
+    value = t.text(key)
     if value is None:
         return default
     known = ", ".join("{" + f + "}" for f in fields)
     try:
         parsed = list(string.Formatter().parse(value))
     except ValueError as exc:
-        r.error(at, f"'{value}' is not a valid template ({exc}); use {known}")
+        t.error(key, f"{checks.shown(value)} is not a valid template ({exc}); use {known}")
         return default
     for literal, field_name, spec, conv in parsed:
         if field_name is not None and (field_name not in fields or spec or conv):
-            r.error(at, f"'{value}' uses {{{field_name}}}; a template may use {known}")
+            t.error(key, f"{checks.shown(value)} uses {{{printable(field_name)[:40]}}}; "
+                    f"a template may use {known}")
             return default
         if literal and not _BALANCER_NAME_RE.match(literal):
-            r.error(at, f"'{value}' has characters HAProxy does not allow in names "
+            t.error(key, f"{checks.shown(value)} has characters HAProxy does not allow in names "
                     "(letters, digits, '-', '_', '.', ':')")
             return default
     return value
 
 
-def _node(r: _Reader, at: str, item: Any) -> Node | None:
-    if not isinstance(item, dict):
-        r.error(at, "must be a table like { name = \"node1\", docker = \"ssh://root@10.0.0.1\" }")
-        return None
-    r.known(item, at, ("name", "docker", "zone", "roles", "address"))
-    name = r.string(item, f"{at}.name", required=True)
-    docker = r.string(item, f"{at}.docker", required=True)
-    if docker:
-        problem = docker_endpoint_problem(docker)
-        if problem:
-            r.error(f"{at}.docker", problem)
-    roles = item.get("roles", [])
-    if not (isinstance(roles, list) and all(isinstance(x, str) for x in roles)):
-        r.error(f"{at}.roles", "must be a list of strings, e.g. [\"web\"]")
-        roles = []
-    return Node(name=name or "", docker=docker or "", zone=r.string(item, f"{at}.zone"),
-                roles=tuple(roles), address=r.string(item, f"{at}.address"))
-
-
-def docker_endpoint_problem(url: str) -> str | None:
-    """Why `url` is not a usable engine endpoint, or None if it is."""
-    parts = urlsplit(url)
-    if parts.scheme == "ssh":
-        if not parts.hostname:
-            return f"'{url}' has no host; expected ssh://user@host[:port]"
-        try:
-            parts.port
-        except ValueError:
-            return f"'{url}' has a bad port; expected ssh://user@host[:port]"
-        return None
-    if parts.scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if not parts.hostname or port is None:
-            return f"'{url}' needs a host and a port, e.g. tcp://10.0.0.5:2376"
-        return None
-    if parts.scheme == "unix":
-        if not parts.path.startswith("/"):
-            return f"'{url}' needs an absolute socket path, e.g. unix:///var/run/docker.sock"
-        return None
-    return f"'{url}' is not a Docker endpoint; use ssh://user@host[:port], tcp://host:port or unix:///path"
-
-
-def _chef(r: _Reader, at: str, t: Mapping[str, Any], env_name: str) -> ChefSettings | None:
-    r.known(t, at, ("url", "client", "key", "environment", "docker", "sign_version", "attributes"))
-    url = r.url(t, f"{at}.url", required=True, schemes=("http", "https"))
-    client = r.string(t, f"{at}.client", required=True)
-    key = r.path(t, f"{at}.key", required=True, must_exist=True)
-    docker = r.string(t, f"{at}.docker") or "ssh://root@{address}"
-    if "{address}" not in docker and "{name}" not in docker:
-        r.error(f"{at}.docker", f"'{docker}' must contain {{address}} or {{name}}, e.g. \"ssh://root@{{address}}\"")
-    else:
-        problem = docker_endpoint_problem(docker.replace("{address}", "host").replace("{name}", "host"))
-        if problem:
-            r.error(f"{at}.docker", problem)
-    sign = str(t.get("sign_version", "1.3"))
-    if sign not in ("1.0", "1.1", "1.3"):
-        r.error(f"{at}.sign_version", f"'{sign}' is not supported; use \"1.3\" (default), \"1.1\" or \"1.0\"")
-    attrs = r.table(t, "attributes", at=f"{at}.attributes")
-    r.known(attrs, f"{at}.attributes", ("name", "address", "zone"))
-    merged = {"address": "ipaddress", "zone": "zone"}
-    merged.update({k: str(v) for k, v in attrs.items()})
+def _chef(t: _Table, env_name: str) -> ChefSettings | None:
+    url = t.url("url", required=True)
+    client = t.name("client", required=True)
+    key = t.path("key", required=True, must_exist=True)
+    environment = t.name("environment") or env_name
+    docker = t.value("docker", _chef_docker_problem, default="ssh://root@{address}")
+    sign = _sign_version(t)
+    attrs_t = t.table("attributes")
+    attrs = {k: v for k in ("name", "address", "zone")
+             if (v := attrs_t.value(k, _attribute_problem)) is not None}
+    verify = _chef_verify(t)
     if not (url and client and key):
         return None
-    return ChefSettings(url=url, client=client, key=key,
-                        environment=r.string(t, f"{at}.environment") or env_name,
-                        docker=docker, sign_version=sign, attributes=MappingProxyType(merged))
+    return ChefSettings(url=url, client=client, key=key, environment=environment, docker=docker,
+                        sign_version=sign, verify=verify, attributes=MappingProxyType(
+                            {"address": "ipaddress", "zone": "zone", **attrs}))
 
 
-def _batch(r: _Reader, at: str, value: Any) -> tuple[int | str, ...]:
-    items = value if isinstance(value, list) else [value]
-    out: list[int | str] = []
-    for i, v in enumerate(items):
-        where = at if not isinstance(value, list) else f"{at}[{i}]"
-        if isinstance(v, bool):
-            r.error(where, "must be a count like 2 or a percentage like \"25%\"")
-        elif isinstance(v, int):
-            if v < 1:
-                r.error(where, f"{v} must be at least 1")
-            out.append(v)
-        elif isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?%", v.strip()):
-            pct = float(v.strip()[:-1])
-            if not 0 < pct <= 100:
-                r.error(where, f"'{v}' must be between 0% and 100%")
-            out.append(v.strip())
-        else:
-            r.error(where, f"{v!r} must be a count like 2 or a percentage like \"25%\"")
-    if isinstance(value, list) and not value:
-        r.error(at, "must not be empty")
-    return tuple(out) or (1,)
+def _chef_docker_problem(value: Any) -> str | None:
+    """The endpoint template of found nodes: a Docker endpoint once {address}/{name} are filled."""
+    if not isinstance(value, str) or ("{address}" not in value and "{name}" not in value):
+        return (f"{checks.shown(value)} must contain {{address}} or {{name}}, "
+                "e.g. \"ssh://root@{address}\"")
+    return checks.docker_endpoint_problem(value.replace("{address}", "host").replace("{name}", "host"))
+
+
+def _sign_version(t: _Table) -> str:
+    raw = t.raw("sign_version")
+    sign = "1.3" if raw is None else str(raw) if isinstance(raw, (str, float)) else ""
+    if sign not in ("1.0", "1.1", "1.3"):
+        t.error("sign_version", f"{checks.shown(raw)} is not supported; use \"1.3\" (default), "
+                "\"1.1\" or \"1.0\"")
+        return "1.3"
+    return sign
+
+
+def _chef_verify(t: _Table) -> bool | Path:
+    """true (the system's CAs), false, or a CA bundle file for the Chef server's certificate."""
+    raw = t.raw("verify")
+    if raw is None or isinstance(raw, bool):
+        return True if raw is None else raw
+    return t.path("verify", must_exist=True) or True
+
+
+_ATTRIBUTE_RE = re.compile(r"[A-Za-z0-9_-]{1,100}(?:\.[A-Za-z0-9_-]{1,100}){0,15}")
+
+
+def _attribute_problem(value: Any) -> str | None:
+    if isinstance(value, str) and _ATTRIBUTE_RE.fullmatch(value):
+        return None
+    return (f"{checks.shown(value)} is not a node attribute path; write it dotted, e.g. "
+            "\"ipaddress\" or \"network.default_ip\"")
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
+    close = difflib.get_close_matches(word[:100], list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _key_text(key: str) -> str:
+    """A key as a path segment: bare if TOML allows it bare, else quoted, escaped and shortened."""
+    if _BARE_KEY.fullmatch(key):
+        return key
+    return printable(json.dumps(key if len(key) <= 40 else key[:40] + "…", ensure_ascii=False))
+
+
 class _Reader:
-    """Typed reads from TOML tables that record errors instead of raising."""
+    """What reading one document found: its problems, its warnings, its tables."""
 
     def __init__(self, base_dir: Path):
         self.base_dir = base_dir
         self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.tables: list[_Table] = []
 
     def error(self, at: str, message: str) -> None:
         self.errors.append(f"{at}: {message}")
 
-    def known(self, t: Mapping[str, Any], at: str, keys: tuple[str, ...]) -> None:
-        for k in t:
-            if k not in keys:
-                where = f"{at}.{k}" if at else k
-                self.error(where, f"unknown key{_did_you_mean(k, keys)}; known keys: {', '.join(keys)}")
+    def root(self, data: Mapping[str, Any]) -> _Table:
+        return _Table(self, data, "", "")
 
-    def is_table(self, value: Any, at: str) -> bool:
-        if not isinstance(value, dict):
-            self.error(at, "must be a table")
-            return False
-        return True
+    def finish(self) -> None:
+        """Report the keys no read asked for: unknown, with the closest known one."""
+        for t in self.tables:
+            if t.open:
+                continue
+            for k in t.data:
+                if k not in t.asked:
+                    t.error(k, f"unknown key{_did_you_mean(k, t.asked)}; known keys: "
+                            f"{', '.join(t.asked)}")
 
-    def table(self, t: Mapping[str, Any], key: str, *, at: str | None = None,
-              required: bool = False) -> Mapping[str, Any]:
-        at = at or key
-        if key not in t:
+
+class _Table:
+    """Typed reads from one TOML table; a bad value is recorded under its key path and read as
+    the default, so one pass finds every problem."""
+
+    def __init__(self, r: _Reader, data: Mapping[str, Any], at: str, key: str):
+        self.r, self.data, self.at, self.key = r, data, at, key
+        self.asked: list[str] = []
+        self.open = False           # a table of user-named entries (services, env): no unknown keys
+        r.tables.append(self)
+
+    def where(self, key: str | None) -> str:
+        if key is None:
+            return self.at
+        return f"{self.at}.{_key_text(key)}" if self.at else _key_text(key)
+
+    def error(self, key: str | None, message: str) -> None:
+        self.r.error(self.where(key), message)
+
+    def item_error(self, key: str, index: int, message: str, under: str = "") -> None:
+        """A problem of one item of an array: `key[index]` (and `under` it, e.g. ".name")."""
+        self.r.error(f"{self.where(key)}[{index}]{under}", message)
+
+    def has(self, key: str) -> bool:
+        self._ask(key)
+        return key in self.data
+
+    def _ask(self, key: str) -> None:
+        if key not in self.asked:
+            self.asked.append(key)
+
+    def raw(self, key: str, *, required: bool = False) -> Any:
+        """The value as TOML gave it, or None (and "missing" if `required`)."""
+        if not self.has(key):
             if required:
-                self.error(at, "missing table")
-            return {}
-        return t[key] if self.is_table(t[key], at) else {}
+                self.error(key, "missing")
+            return None
+        return self.data[key]
 
-    def _get(self, t: Mapping[str, Any], at: str, required: bool) -> Any:
-        key = at.rsplit(".", 1)[-1]
-        if key not in t:
-            if required:
-                self.error(at, "missing")
-            return None
-        return t[key]
-
-    def string(self, t: Mapping[str, Any], at: str, *, required: bool = False) -> str | None:
-        v = self._get(t, at, required)
-        if v is None:
-            return None
-        if not isinstance(v, str) or not v.strip():
-            self.error(at, f"must be a non-empty string, got {v!r}")
-            return None
-        return v
-
-    def url(self, t: Mapping[str, Any], at: str, *, required: bool, schemes: tuple[str, ...]) -> str | None:
-        v = self.string(t, at, required=required)
-        if v is None:
-            return None
-        parts = urlsplit(v)
-        if parts.scheme not in schemes or not parts.netloc:
-            self.error(at, f"'{v}' must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
-            return None
-        return v
-
-    def integer(self, t: Mapping[str, Any], at: str, *, default: int, low: int | None = None,
-                high: int | None = None) -> int:
-        v = self._get(t, at, False)
+    def value(self, key: str, problem: Callable[[Any], str | None], *, required: bool = False,
+              default: Any = None) -> Any:
+        """The value if `problem` finds nothing wrong with it, else `default`."""
+        v = self.raw(key, required=required)
         if v is None:
             return default
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.error(at, f"must be an integer, got {v!r}")
-            return default
-        if (low is not None and v < low) or (high is not None and v > high):
-            self.error(at, f"{v} is out of range ({low if low is not None else '-inf'}..{high if high is not None else 'inf'})")
+        if found := problem(v):
+            self.error(key, found)
             return default
         return v
 
-    def number(self, t: Mapping[str, Any], at: str, *, default: float, low: float) -> float:
-        v = self._get(t, at, False)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.error(at, f"must be a number of seconds, got {v!r}")
-            return default
-        if v < low:
-            self.error(at, f"{v} must be at least {low}")
-            return default
-        return float(v)
+    def text(self, key: str, *, required: bool = False) -> str | None:
+        return self.value(key, checks.text_problem, required=required)
 
-    def boolean(self, t: Mapping[str, Any], at: str, *, default: bool) -> bool:
-        v = self._get(t, at, False)
-        if v is None:
-            return default
-        if not isinstance(v, bool):
-            self.error(at, f"must be true or false, got {v!r}")
-            return default
-        return v
+    def name(self, key: str, *, required: bool = False) -> str | None:
+        return self.value(key, checks.name_problem, required=required)
 
-    def argv(self, t: Mapping[str, Any], at: str) -> tuple[str, ...]:
-        v = self._get(t, at, False)
+    def names(self, key: str) -> tuple[str, ...]:
+        v = self.raw(key)
+        if v is None:
+            return ()
+        if not isinstance(v, list):
+            self.error(key, f"must be a list of names, e.g. [\"a\", \"b\"], got {checks.shown(v)}")
+            return ()
+        for i, item in enumerate(v):
+            if problem := checks.name_problem(item):
+                self.item_error(key, i, problem)
+        return tuple(v) if all(checks.name_problem(x) is None for x in v) else ()
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        v = self.value(key, lambda x: checks.number_problem(x, low, high))
+        return default if v is None else float(v)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        v = self.value(key, lambda x: checks.number_problem(x, low, high, integer=True))
+        return default if v is None else v
+
+    def port(self, key: str, default: int) -> int:
+        return self.integer(key, default, 1, 65535)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self.value(key, lambda x: None if isinstance(x, bool) else
+                       f"must be true or false, got {checks.shown(x)}")
+        return default if v is None else v
+
+    def url(self, key: str, *, required: bool = False,
+            schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+        return self.value(key, lambda x: checks.url_problem(x, schemes), required=required)
+
+    def argv(self, key: str) -> tuple[str, ...]:
+        """A command as a list of arguments (no shell). Any text goes but NUL, which no
+        program can receive; what is shown of it is escaped by whoever prints."""
+        v = self.raw(key)
         if v is None:
             return ()
         if not (isinstance(v, list) and v and all(isinstance(x, str) for x in v)):
-            self.error(at, "must be a non-empty list of strings (an argv, no shell), e.g. [\"./lb\", \"drain\"]")
+            self.error(key, "must be a non-empty list of strings (an argv, no shell), "
+                       "e.g. [\"./lb\", \"drain\"]")
             return ()
-        return tuple(v)
+        problems = [(i, f"{checks.shown(x)} holds a NUL character") for i, x in enumerate(v)
+                    if "\x00" in x]
+        for i, p in problems:
+            self.item_error(key, i, p)
+        return () if problems else tuple(v)
 
-    def path(self, t: Mapping[str, Any], at: str, *, required: bool = False,
-             must_exist: bool = False) -> Path | None:
-        v = self.string(t, at, required=required)
+    def path(self, key: str, *, required: bool = False, must_exist: bool = False) -> Path | None:
+        """A file path, relative to the config file's directory; `~` is the home directory."""
+        v = self.value(key, lambda x: checks.text_problem(x, limit=4096), required=required)
         if v is None:
             return None
-        p = Path(v).expanduser()
-        if not p.is_absolute():
-            p = self.base_dir / p
-        if must_exist and not p.exists():
-            self.error(at, f"{p} does not exist")
+        try:
+            p = Path(v).expanduser()
+            p = p if p.is_absolute() else self.r.base_dir / p
+            if must_exist and not p.exists():
+                self.error(key, f"{checks.shown(str(p))} does not exist")
+        except (OSError, RuntimeError) as exc:   # a name too long, ~user unknown
+            self.error(key, f"{checks.shown(v)} is not a usable path ({printable(last_line(exc))})")
+            return None
         return p
+
+    def table(self, key: str, *, required: bool = False) -> _Table:
+        v = self.raw(key, required=required)
+        if v is not None and not isinstance(v, dict):
+            self.error(key, f"must be a table, got {checks.shown(v)}")
+        return _Table(self.r, v if isinstance(v, dict) else {}, self.where(key), key)
+
+    def entries(self, key_problem: Callable[[Any], str | None]) -> Iterator[tuple[str, Any]]:
+        """The (key, value) pairs of a table of user-named entries whose keys pass `key_problem`."""
+        self.open = True
+        for k, v in self.data.items():
+            if problem := key_problem(k):
+                self.error(k, problem)
+            else:
+                yield k, v
+
+    def tables(self, key_problem: Callable[[Any], str | None]) -> Iterator[tuple[str, _Table]]:
+        """User-named subtables (services, environments), each name checked by `key_problem`."""
+        for k, v in self.entries(key_problem):
+            if isinstance(v, dict):
+                yield k, _Table(self.r, v, self.where(k), k)
+            else:
+                self.error(k, f"must be a table, got {checks.shown(v)}")
+
+    def array(self, key: str, what: str) -> Iterator[_Table]:
+        """An array of tables, each as a `_Table` at `key[i]`."""
+        v = self.raw(key)
+        if not isinstance(v, list):
+            self.error(key, f"must be a list of {what}s, got {checks.shown(v)}")
+            return
+        for i, item in enumerate(v):
+            if isinstance(item, dict):
+                yield _Table(self.r, item, f"{self.where(key)}[{i}]", key)
+            else:
+                self.item_error(key, i, f"must be {what}, got {checks.shown(item)}")

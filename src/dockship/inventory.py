@@ -2,14 +2,20 @@
 
 Either way the answer is a tuple of `Node` records in a stable order (config
 order for lists, name order for Chef), resolved before anything is touched.
+What a Chef server says about its nodes is checked like configuration
+(design §8): a name, an address that is an IP address or host name and
+nothing else, a zone; one bad node refuses the whole answer, naming it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from dockship import checks
 from dockship.chef import ChefClient
-from dockship.config import ChefSettings, Environment, Service, docker_endpoint_problem
-from dockship.config import Node
-from dockship.errors import ConfigError, UsageError
+from dockship.config import ChefSettings, Environment, Node, Service
+from dockship.errors import ConfigError, UsageError, printable
 
 
 def nodes_for(env: Environment, service: Service) -> tuple[Node, ...]:
@@ -28,7 +34,7 @@ def nodes_for(env: Environment, service: Service) -> tuple[Node, ...]:
 
 
 def chef_nodes(chef: ChefSettings, env_name: str, role: str | None, *, setting: str) -> tuple[Node, ...]:
-    """Nodes found by a partial search, sorted by name."""
+    """Nodes found by a partial search, sorted by name; a node with bad data is a ConfigError."""
     query = f"chef_environment:{chef.environment}"
     if role:
         query = f"role:{role} AND {query}"
@@ -37,22 +43,39 @@ def chef_nodes(chef: ChefSettings, env_name: str, role: str | None, *, setting: 
         path = chef.attributes.get(field)
         if path:
             keys[field] = path.split(".")
+    verify = chef.verify if isinstance(chef.verify, bool) else str(chef.verify)
     with ChefClient(chef.url, chef.client, chef.key, sign_version=chef.sign_version,
-                    setting=setting) as client:
+                    verify=verify, setting=setting) as client:
         rows = client.search("node", query, keys=keys)
-    nodes = []
-    for row in sorted(rows, key=lambda r: str(r.get("name"))):
-        name, address = row.get("name"), row.get("address")
-        if not name or not address:
-            raise ConfigError(f"{setting}.attributes: Chef node {name or '?'} has no "
-                              f"'{chef.attributes.get('address')}' attribute to reach it by; "
-                              "set attributes.address to the attribute holding its address")
-        docker = chef.docker.replace("{address}", str(address)).replace("{name}", str(name))
-        problem = docker_endpoint_problem(docker)
-        if problem:
-            raise ConfigError(f"{setting}.docker: for node {name}: {problem}")
-        zone = row.get("zone")
-        nodes.append(Node(name=str(name), docker=docker, zone=str(zone) if zone else None,
-                          roles=(role,) if role else (), address=str(address)))
-    return tuple(nodes)
+    return tuple(chef_node(row, chef, role, setting=setting)
+                 for row in sorted(rows, key=lambda r: str(r.get("name"))))
 
+
+def chef_node(row: Mapping[str, Any], chef: ChefSettings, role: str | None, *,
+              setting: str) -> Node:
+    """One search row (`name`, `address`, `zone`) as a Node, checked like a configured node."""
+    name, address, zone = row.get("name"), row.get("address"), row.get("zone")
+    if isinstance(zone, int) and not isinstance(zone, bool):
+        zone = str(zone)                  # zone = 3 in Chef is zone "3"
+    zone = zone or None
+    shown = checks.shown(name) if isinstance(name, str) else "?"
+    server = f"the Chef server {printable(chef.url)}"
+    if problem := checks.name_problem(name):
+        raise ConfigError(f"{setting}: a node found on {server} has a bad name: {problem}; "
+                          "fix the node there (dockship touched nothing)")
+    if address is None or address == "":
+        raise ConfigError(f"{setting}.attributes.address: Chef node {shown} has no "
+                          f"'{chef.attributes.get('address')}' attribute to reach it by; set "
+                          "attributes.address to the attribute holding its address")
+    if problem := checks.host_problem(address):
+        raise ConfigError(f"{setting}.attributes.address: Chef node {shown}: address {problem}; "
+                          f"fix the node's '{chef.attributes.get('address')}' attribute on {server}")
+    if zone is not None and (problem := checks.name_problem(zone)):
+        raise ConfigError(f"{setting}.attributes.zone: Chef node {shown}: zone {problem}; "
+                          f"fix the node's '{chef.attributes.get('zone')}' attribute on {server}")
+    host = f"[{address}]" if ":" in address else address    # an IPv6 address in a URL
+    docker = chef.docker.replace("{address}", host).replace("{name}", name)
+    if problem := checks.docker_endpoint_problem(docker):
+        raise ConfigError(f"{setting}.docker: for Chef node {shown}: {problem}")
+    return Node(name=name, docker=docker, zone=zone, roles=(role,) if role else (),
+                address=address)
