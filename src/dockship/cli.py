@@ -178,8 +178,13 @@ def _lab_parser(sub) -> None:
 
 
 def _config(args: argparse.Namespace):
+    """The loaded configuration; its warnings (plain TCP engines, say) are printed once here."""
     from dockship.config import config_path, load
-    return load(config_path(args.config))
+
+    config = load(config_path(args.config))
+    for warning in config.warnings:
+        err.print(Text.assemble(("warning: ", "bold yellow"), safe(warning)), soft_wrap=True)
+    return config
 
 
 def _emit_json(obj: Any) -> None:
@@ -408,11 +413,8 @@ def _config_check(args: argparse.Namespace, halt: Halt) -> int:
 
     config = _config(args)
     settings(config, args.env)            # an unknown --env is exit 2 here too
-    for warning in config.warnings if hasattr(config, "warnings") else ():
-        err.print(Text.assemble(("warning: ", "yellow"), safe(warning)), soft_wrap=True)
     if args.json:
-        _emit_json({"config": str(config.path), "valid": True,
-                    "warnings": list(getattr(config, "warnings", ()))})
+        _emit_json({"config": str(config.path), "valid": True, "warnings": list(config.warnings)})
     else:
         sys.stdout.write(safe(summary(config, args.env)) + "\n")
     return 0
