@@ -230,10 +230,6 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.live import LiveTable
 
     config = _config(args)
-    if not (0 <= args.lock_wait < float("inf")) or args.parallel < 1:
-        raise _usage("--lock-wait must be a number of seconds >= 0 and --parallel >= 1")
-    if not (0 < args.lock_ttl < float("inf")):
-        raise _usage("--lock-ttl must be a positive number of seconds")
     outcomes = roll(config, args.env, service=args.service,
                     opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
                                      canary_only=args.canary_only, zone=args.zone,
@@ -360,8 +356,6 @@ def _versions(args: argparse.Namespace, halt: Halt) -> int:
 def _logs(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.logs import logs, parse_since
 
-    if args.tail is not None and args.tail < 0:
-        raise _usage(f"--tail {args.tail}: give a number of lines, 0 or more")
     if args.follow and args.json:
         raise _usage("--json prints one object at the end, which -f never reaches; drop one")
     since = parse_since(args.since) if args.since else None
@@ -507,6 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0")
     halt = Halt()
     try:
+        _check_args(args)
         with _signals(args, halt):
             return args.func(args, halt)
     except DockshipError as exc:
@@ -519,6 +514,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, "dockship: internal error: ",
                      f"{type(exc).__name__}: {last_line(exc, 500)} (run with --debug for the "
                      "traceback)", 1)
+
+
+def _tag_problem(value: object) -> str | None:
+    """A tag, or a version typed as a version (1!2.0, 1.0+abc), which the roll maps to its tag."""
+    from dockship.checks import tag_problem, version_problem
+    return None if version_problem(value) is None else tag_problem(value)
+
+
+def _arg_checks() -> dict[str, tuple[str, Any]]:
+    """Each checked argument: its flag and the check of `dockship.checks` it must pass."""
+    from dockship import checks
+
+    hour, day = 3600.0, 86400.0
+    return {
+        "env": ("--env", checks.name_problem), "service": ("--service", checks.name_problem),
+        "node": ("--node", checks.name_problem), "zone": ("--zone", checks.name_problem),
+        "tag": ("--tag", _tag_problem), "version": ("VERSION", checks.version_problem),
+        "package": ("PACKAGE", checks.package_problem),
+        "lock_wait": ("--lock-wait", lambda v: checks.number_problem(v, 0, day)),
+        "lock_ttl": ("--lock-ttl", lambda v: checks.number_problem(v, 1, 7 * day)),
+        "parallel": ("--parallel", lambda v: checks.number_problem(v, 1, 1024, integer=True)),
+        "tail": ("--tail", lambda v: checks.number_problem(v, 0, 10_000_000, integer=True)),
+        "message": ("--message", lambda v: checks.text_problem(v, limit=1024)),
+        "nodes": ("--nodes", lambda v: checks.number_problem(v, 1, 64, integer=True)),
+    }
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every command-line value checked like configuration, before any file, engine or server
+    is read (design §8): one UsageError listing every bad value, exit 2."""
+    problems = []
+    for attr, (flag, check) in _arg_checks().items():
+        value = getattr(args, attr, None)
+        if value is not None and (attr != "message" or value) and (problem := check(value)):
+            problems.append(f"{flag}: {problem}")
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 @contextlib.contextmanager

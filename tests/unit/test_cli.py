@@ -89,3 +89,29 @@ def test_status_exits_1_when_a_node_is_not_running_or_not_healthy(
     monkeypatch.setattr(status_mod, "status", fake_status)
     assert cli.main(["status", "--env", "stage", "--config", str(config), "--json"]) == code
     assert json.loads(capsys.readouterr().out)["nodes"][1]["health"] == health
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["roll", "--env", "stage", "--lock-wait", "nan"], "--lock-wait"),
+    (["roll", "--env", "stage", "--lock-wait", "inf"], "--lock-wait"),
+    (["roll", "--env", "stage", "--lock-ttl", "-1"], "--lock-ttl"),
+    (["roll", "--env", "stage", "--parallel", "0"], "--parallel"),
+    (["roll", "--env", "st;age"], "--env"),
+    (["roll", "--env", "stage", "--tag", "1.0 ; rm"], "--tag"),
+    (["roll", "--env", "stage", "--message", "ci \x1b]0;x\x07"], "--message"),
+    (["build", "hello-svc", "1.x"], "VERSION"),
+    (["build", "hello svc;id", "1.0"], "PACKAGE"),
+    (["logs", "--env", "stage", "--node", "a" * 100], "--node"),
+    (["status", "--env", "stage\n"], "--env"),
+])
+def test_cli_values_are_checked_before_the_config_is_even_read(argv, flag, tmp_path, capsys):
+    missing = tmp_path / "nowhere.toml"          # were it read, the error would be "not found"
+    assert cli.main(["--config", str(missing), *argv, "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error.startswith(f"{flag}: ") and "not found" not in error
+
+
+def test_a_version_typed_as_a_version_is_a_valid_tag(tmp_path, capsys):
+    missing = tmp_path / "nowhere.toml"
+    assert cli.main(["--config", str(missing), "roll", "--env", "stage", "--tag", "1!2.0+abc"]) == 2
+    assert "config file" in capsys.readouterr().err       # past the checks: the missing file
