@@ -25,10 +25,26 @@ from dockship.errors import DockshipError, UsageError, last_line
 from dockship.halt import Halt
 from dockship.redact import safe
 
-# Human output goes to stderr. A log (not a terminal) gets a wide page: nothing wraps there,
-# and the status and history tables are read whole rather than squeezed into 80 columns.
-err = Console(stderr=True, highlight=False,
-              width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160)
+# Results (tables, plans, summaries) go to stdout, so `dockship status | grep node2` works;
+# progress and errors go to stderr (design §2). A page that is not a terminal is wide: nothing
+# wraps in a log or a pipe, and tables are read whole rather than squeezed into 80 columns.
+def _width(stream) -> int | None:
+    return None if stream.isatty() or "COLUMNS" in os.environ else 160
+
+
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+out = Console(highlight=False, width=_width(sys.stdout))
+
+
+def _results(args: argparse.Namespace) -> Console:
+    """Where a command's human-readable result goes: stdout, or stderr when stdout is --json's."""
+    return err if getattr(args, "json", False) else out
+
+
+def _progress(args: argparse.Namespace) -> Console:
+    """Where progress goes: stderr, silenced by -q (errors and results still show)."""
+    return Console(stderr=True, highlight=False, width=_width(sys.stderr),
+                   quiet=getattr(args, "quiet", False))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +86,12 @@ def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
                    help="print the result (or the error) as one JSON object on stdout")
     p.add_argument("--debug", action="store_true", default=default(False),
                    help="show the traceback of an internal error (also DOCKSHIP_DEBUG=1)")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                      help="no progress on stderr: only results, warnings and errors")
+    loud.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                      help="progress as one line per step (every phase, every build line), "
+                           "no live displays")
 
 
 def _command(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
@@ -197,7 +219,7 @@ def _build(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.progress import RichProgress
 
     config = _config(args)
-    observer = RichProgress(err)
+    observer = RichProgress(_progress(args), verbose=args.verbose)
     try:
         result = build(config, args.package,
                        BuildOptions(version=args.version, pre=args.pre, push=args.push,
@@ -205,7 +227,7 @@ def _build(args: argparse.Namespace, halt: Halt) -> int:
                        observer=observer)
     finally:
         observer.close()
-    err.print(Text.assemble(("✓", "green"), " ", safe(result.summary())))
+    _results(args).print(Text.assemble(("✓", "green"), " ", safe(result.summary())))
     if args.json:
         _emit_json(result.to_json())
     return 0
@@ -235,10 +257,12 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
                                      canary_only=args.canary_only, zone=args.zone,
                                      lock_wait=args.lock_wait, lock_ttl=args.lock_ttl,
                                      message=args.message, parallel=args.parallel),
-                    observer=LiveTable(err), halt=halt, rollback=args.rollback)
+                    observer=LiveTable(_progress(args), results=_results(args),
+                                       lines=args.verbose),
+                    halt=halt, rollback=args.rollback)
     if args.dry_run:
         for o in outcomes:
-            _print_plan(o.plan)
+            _print_plan(o.plan, _results(args))
         if args.json:
             plans = [o.plan.to_json() for o in outcomes]
             _emit_json(plans[0] if len(plans) == 1 else {"services": plans})
@@ -257,58 +281,68 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
-def _print_plan(plan) -> None:
+def _print_plan(plan, console: Console | None = None) -> None:
     from dockship.live import cell
 
+    console = console or err
     kind = "rollback" if plan.rollback else "roll"
-    err.print(Text.assemble(("plan", "bold"), f" ({kind}, dry run: nothing touched): ",
-                            cell(f"{plan.service} → {plan.target.tag} in {plan.env} "),
-                            cell(plan.target.digest, "dim")))
+    console.print(Text.assemble(("plan", "bold"), f" ({kind}, dry run: nothing touched): ",
+                                cell(f"{plan.service} → {plan.target.tag} in {plan.env} "),
+                                cell(plan.target.digest, "dim")))
     for batch in plan.batches:
-        err.print(Text.assemble("  ", cell(batch.label, "bold")))
+        console.print(Text.assemble("  ", cell(batch.label, "bold")))
         for s in batch.steps:
-            err.print(cell(f"    {s.node.name:12} zone {s.node.zone or '-':4} {s.from_tag or '—'} → "
-                           f"{s.to_tag}  ({s.action.value})"))
+            console.print(cell(f"    {s.node.name:12} zone {s.node.zone or '-':4} "
+                               f"{s.from_tag or '—'} → {s.to_tag}  ({s.action.value})"))
     for note in plan.notes:
-        err.print(cell(f"  {note}"))
+        console.print(cell(f"  {note}"))
 
 
 def _status(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.status import status
 
     result = status(_config(args), args.env, args.service)
+    console = _results(args)
     for svc in result:
-        heading, table = _status_view(svc)
-        err.print(heading)
-        err.print(table)
+        for part in _status_view(svc):
+            console.print(part)
     if args.json:
         data = [s.to_json() for s in result]
         _emit_json(data[0] if len(data) == 1 else {"services": data})
     return 0 if all(n.ok for s in result for n in s.nodes) else 1   # design §11
 
 
-def _status_view(svc) -> tuple[Text, Any]:
-    """A service's heading and its table of nodes; every value shown through `live.cell`."""
+def _status_view(svc) -> tuple[Any, ...]:
+    """A service's heading, its table of nodes, and each node's error in full below it.
+
+    Tag, health and times are never cut; an error is too long for a cell, so the
+    cell says "error" and the text follows the table. Every value goes through
+    `live.cell` (escaped, never markup); `since` is shown as an age.
+    """
     from rich.table import Table
 
     from dockship.live import cell
+    from dockship.times import ago
 
     split = cell(" (split fleet: " + ", ".join(svc.tags) + ")", "yellow") if len(svc.tags) > 1 else ""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("node", "zone", "tag", "health", "since", "previous", "retained", "digest"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "retained", overflow="fold")
     for n in svc.nodes:
-        table.add_row(*(cell(v) for v in (
-            n.name, n.zone or "", n.tag or "—", n.error or n.health, n.since or "",
-            n.previous or "", ", ".join(n.retained), (n.digest or "")[:19])))
-    return Text.assemble(cell(svc.service, "bold"), " in ", cell(svc.env), split), table
+        health = cell("error (below)", "red") if n.error else cell(n.health, "" if n.ok else "red")
+        table.add_row(cell(n.name), cell(n.zone or ""), cell(n.tag or "—"), health,
+                      cell(ago(n.since)), cell(n.previous or ""), cell(", ".join(n.retained)),
+                      cell((n.digest or "")[:19]))
+    errors = tuple(Text.assemble("  ", cell(n.name, "bold"), ": ", cell(n.error, "red"))
+                   for n in svc.nodes if n.error)
+    return (Text.assemble(cell(svc.service, "bold"), " in ", cell(svc.env), split), table, *errors)
 
 
 def _history(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.roll import read_history
 
     records = read_history(_config(args), args.env, args.service)
-    err.print(_history_table(records) if records else "no deployments recorded")
+    _results(args).print(_history_table(records) if records else "no deployments recorded")
     if args.json:
         _emit_json({"env": args.env, "service": args.service,
                     "records": [r.to_json() for r in records]})
@@ -316,21 +350,31 @@ def _history(args: argparse.Namespace, halt: Halt) -> int:
 
 
 def _history_table(records) -> Any:
-    """The history records as a table, newest first; every value shown through `live.cell`."""
+    """The records newest first, and below the table the reason of each that did not succeed.
+
+    Deploy, kind, tag and result are never cut; the nodes column wraps. Every
+    value goes through `live.cell` (escaped, never markup).
+    """
+    from rich.console import Group
     from rich.table import Table
 
     from dockship.live import cell
+    from dockship.times import ago
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("when (UTC)", "deploy", "kind", "service", "tag", "result", "time", "by", "nodes"):
+    for col in ("when", "deploy", "kind", "service", "tag", "result", "time", "by", "nodes"):
         table.add_column(col, no_wrap=col != "nodes", overflow="fold")
     for rec in records:
         nodes = "\n".join(safe(f"{n.name} {n.from_tag or '—'}→{n.to_tag} {n.result}")
                           for n in rec.nodes)
         table.add_row(*(cell(v) for v in (
-            rec.started_at.strftime("%Y-%m-%d %H:%M:%S"), rec.deploy_id, rec.kind, rec.service,
-            rec.tag, rec.result, f"{rec.duration:.1f}s", rec.user.split(" pid ")[0])), Text(nodes))
-    return table
+            ago(rec.started_at), rec.deploy_id, rec.kind, rec.service, rec.tag, rec.result,
+            f"{rec.duration:.1f}s", rec.user.split(" pid ")[0])), Text(nodes))
+    reasons = [Text.assemble("  ", cell(rec.deploy_id, "bold"), f" {rec.result}: ",
+                             cell(rec.reason))
+               for rec in records if rec.reason and str(rec.result) != "succeeded"
+               or rec.reason and str(rec.kind) == "lock_release"]
+    return Group(table, *reasons)
 
 
 def _versions(args: argparse.Namespace, halt: Halt) -> int:
@@ -345,7 +389,7 @@ def _versions(args: argparse.Namespace, halt: Halt) -> int:
     table.add_column("running on", overflow="fold")
     for row in found.rows:
         table.add_row(Text(row.tag), Text(", ".join(str(p) for p in row.running)))
-    err.print(table if found.rows else Text(f"{found.repository}: no tags in the registry"))
+    _results(args).print(table if found.rows else Text(f"{found.repository}: no tags in the registry"))
     for line in found.unread:
         err.print(Text.assemble(("not read: ", "yellow"), safe(line)), soft_wrap=True)
     if args.json:
@@ -445,7 +489,7 @@ def _lock_status(args: argparse.Namespace, halt: Halt) -> int:
 
     locks = lock_status(_config(args), args.env, args.service)
     for state in locks:
-        err.print(Text.assemble((state.service, "bold"), f" in {state.env}: ",
+        _results(args).print(Text.assemble((state.service, "bold"), f" in {state.env}: ",
                                 safe(state.describe())), soft_wrap=True)
     if args.json:
         _emit_json({"env": args.env, "locks": [s.to_json() for s in locks]})
@@ -458,7 +502,7 @@ def _lock_release(args: argparse.Namespace, halt: Halt) -> int:
     done = release(_config(args), args.env, args.service, force=args.force)
     for r in done:
         text = (f"released: {r.record.reason}" if r.record is not None else "was not locked")
-        err.print(Text.assemble((r.service, "bold"), f" in {args.env}: ", safe(text)),
+        _results(args).print(Text.assemble((r.service, "bold"), f" in {args.env}: ", safe(text)),
                   soft_wrap=True)
         if r.failed:
             err.print(f"  [red]could not remove it on:[/] {escape(', '.join(r.failed))}")

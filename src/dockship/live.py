@@ -40,8 +40,14 @@ def cell(value: object, style: str = "") -> Text:
 
 
 class LiveTable:
-    def __init__(self, console: Console | None = None):
+    """`console` shows the roll as it goes (stderr); `results` gets the summary at the end
+    (stdout, design §2); `lines` prints a line per phase change even on a terminal (-v)."""
+
+    def __init__(self, console: Console | None = None, *, results: Console | None = None,
+                 lines: bool = False):
         self.console = console or Console(stderr=True, highlight=False)
+        self.results = results or self.console
+        self.lines = lines
         self._lock = threading.Lock()
         self._rows: dict[str, dict[str, object]] = {}
         self._plan: RollPlan | None = None
@@ -67,7 +73,7 @@ class LiveTable:
         self.console.print(Text.assemble(
             (kind, "bold"), " ", cell(f"{plan.service} → {plan.target.tag} in {plan.env} "),
             cell(f"({plan.target.digest[:19]}…, deploy {plan.deploy_id})", "dim")))
-        if self.console.is_terminal:
+        if self.console.is_terminal and not self.lines and not self.console.quiet:
             self._live = Live(self._table(), console=self.console, refresh_per_second=8,
                               transient=False)
             self._live.start()
@@ -113,23 +119,24 @@ class LiveTable:
         return table
 
     def print_report(self, report: RollReport) -> None:
+        out = self.results
         table = Table(box=None, pad_edge=False, header_style="bold")
         for col in ("node", "zone", "from", "to", "result", "time"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=True)
         for n in report.nodes:
             table.add_row(cell(n.name), cell(n.zone or ""), cell(n.from_tag or "—"),
                           cell(n.to_tag or ""), cell(n.result.value, _RESULT_STYLE[n.result]),
                           f"{n.seconds:.1f}s")
-        self.console.print(table)
+        out.print(table)
         colour = {Result.SUCCEEDED: "green", Result.ROLLED_BACK: "yellow", Result.FAILED: "red"}[report.result]
         mark = "✓" if report.ok else "✗"
-        self.console.print(Text.assemble((mark, colour), " ", cell(report.summary())))
+        out.print(Text.assemble((mark, colour), " ", cell(report.summary())))
         if report.reason:
-            self.console.print(cell(f"  reason: {report.reason}"))
+            out.print(cell(f"  reason: {report.reason}"))
         for n in report.nodes:
             if n.logs:
-                self.console.print(cell(f"  last log lines of {n.name}:"))
+                out.print(cell(f"  last log lines of {n.name}:"))
                 for line in n.logs:
-                    self.console.print(cell(f"    | {line}"))
+                    out.print(cell(f"    | {line}"))
         for w in report.warnings:
-            self.console.print(cell(f"  warning: {w}"))
+            out.print(cell(f"  warning: {w}"))

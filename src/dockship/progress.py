@@ -32,8 +32,9 @@ def _is_count(value: Any) -> bool:
 class RichProgress:
     """A `build.BuildObserver`: build steps as one bar, and one bar per layer for push and pull."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, *, verbose: bool = False):
         self.console = console or Console(stderr=True)
+        self.verbose = verbose       # -v: every line the build prints, not only its steps
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                                  DownloadColumn(), TimeElapsedColumn(), console=self.console,
                                  transient=True)
@@ -59,6 +60,8 @@ class RichProgress:
         self._start()
         text = str(chunk.get("stream") or "").strip()
         m = _STEP_RE.match(text)
+        if self.verbose and text:
+            self.console.print(Text(f"  {safe(text)}", style="dim"))
         if not m:
             return
         step, total, what = int(m.group(1)), int(m.group(2)), m.group(3)

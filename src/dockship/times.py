@@ -50,3 +50,20 @@ def human_duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def ago(value: datetime | str | None, now: datetime | None = None) -> str:
+    """"4m ago", "2h05m ago", "3d01h ago" for people; "" for no time, the text itself if unreadable.
+
+    `--json` keeps the ISO 8601 time: a script compares instants, a person reads age.
+    """
+    if value is None or value == "":
+        return ""
+    try:
+        when = value if isinstance(value, datetime) else parse_time(value)
+    except ValueError:
+        return str(value)
+    seconds = ((now or utc_now()) - when).total_seconds()
+    if seconds < -1:
+        return f"in {human_duration(-seconds)}"      # another machine's clock is ahead
+    return "just now" if seconds < 1 else f"{human_duration(seconds)} ago"
