@@ -68,7 +68,20 @@ def _parser() -> argparse.ArgumentParser:
                                      "never overwrites")
     ini.set_defaults(func=_init)
     _lab_parser(sub)
+    _completion_parser(sub, p)
     return p
+
+
+def _completion_parser(sub, parent: argparse.ArgumentParser) -> None:
+    """`dockship completion bash|zsh|tcsh`: the shell's completion script, made by shtab from
+    this very parser, so it never drifts from the commands and flags."""
+    try:
+        import shtab
+    except ImportError:      # completion is a convenience: without shtab the rest still works
+        return
+    comp = sub.add_parser("completion", help="print the shell completion script, e.g. "
+                          "dockship completion bash > /etc/bash_completion.d/dockship")
+    shtab.add_argument_to(comp, "shell", parent=parent, help="bash, zsh or tcsh")
 
 
 def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -538,13 +551,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     its traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except UsageError as exc:
-        return _fail(argparse.Namespace(json="--json" in argv), "dockship: error: ", str(exc), 2)
-    debug = args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0")
+    args = argparse.Namespace(json="--json" in argv, debug="--debug" in argv)
     halt = Halt()
     try:
+        try:
+            args = _parser().parse_args(argv)
+        except UsageError as exc:
+            return _fail(args, "dockship: error: ", str(exc), 2)
         _check_args(args)
         with _signals(args, halt):
             return args.func(args, halt)
@@ -552,8 +565,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, "dockship: error: ", str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return _fail(args, "dockship: ", "interrupted", 130)
+    except BrokenPipeError:
+        # The reader left (`dockship history | head`): nothing more can reach it, and
+        # Python's own flush at exit must not complain about it either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141   # 128 + SIGPIPE, as a shell reports a writer its pipe closed on
     except Exception as exc:  # noqa: BLE001 - the one place a bug is turned into an exit code
-        if debug:
+        if args.debug or os.environ.get("DOCKSHIP_DEBUG", "") not in ("", "0"):
             raise
         return _fail(args, "dockship: internal error: ",
                      f"{type(exc).__name__}: {last_line(exc, 500)} (run with --debug for the "

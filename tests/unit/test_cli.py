@@ -115,3 +115,33 @@ def test_a_version_typed_as_a_version_is_a_valid_tag(tmp_path, capsys):
     missing = tmp_path / "nowhere.toml"
     assert cli.main(["--config", str(missing), "roll", "--env", "stage", "--tag", "1!2.0+abc"]) == 2
     assert "config file" in capsys.readouterr().err       # past the checks: the missing file
+
+
+def test_status_results_go_to_stdout_so_they_can_be_piped(tmp_path, monkeypatch, capsys):
+    from dockship import status as status_mod
+
+    config = tmp_path / "dockship.toml"
+    config.write_text('[index]\nurl = "http://127.0.0.1:1/simple/"\n[registry]\nurl = "127.0.0.1:1"\n'
+                      '[services.hello]\n[environments.stage]\n'
+                      'nodes = [{ name = "node1", docker = "ssh://root@10.0.0.1" }]\n')
+    error = "node2: engine unreachable: " + "x" * 300
+    nodes = (status_mod.NodeStatus("node1", "a", "10.0.0.1", "1.0.0", "sha256:1", "healthy",
+                                   "2026-12-01T21:41:36.803782495Z", None, None, ()),
+             status_mod.NodeStatus("node2", "b", "10.0.0.2", None, None, "unknown", None, None,
+                                   None, (), error=error))
+    monkeypatch.setattr(status_mod, "status",
+                        lambda *a, **k: [status_mod.ServiceStatus("stage", "hello", nodes)])
+    assert cli.main(["status", "--env", "stage", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert "node2" in out and error in out.replace("\n", "")     # the whole error, below
+    assert "2026-12-01T21:41" not in out and " ago" in out        # an age, not a raw stamp
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_is_generated_from_the_parser_itself(shell, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["completion", shell])
+    assert done.value.code in (0, None)
+    script = capsys.readouterr().out
+    for word in ("rollback", "versions", "lock", "--lock-wait", "--since"):
+        assert word in script
