@@ -527,7 +527,7 @@ def test_a_slow_index_times_out(serve):
 
     server.routes["/simple/hello-svc/"] = slow
     try:
-        with pytest.raises(Unreachable, match=r"did not answer \(no answer within 0\.2s\)"):
+        with pytest.raises(Unreachable, match=r"did not answer \(no complete answer within 0\.2 s\)"):
             client_for(server, PYPISERVER_ROOT, timeout=0.2).project_files("hello-svc")
         # The client gave up on its own: the index had not answered, and was asked once (no retry).
         assert answered == []
