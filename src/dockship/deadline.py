@@ -17,9 +17,10 @@ whatever the server does:
 
 How: the work runs in a daemon thread and the caller waits at most the time
 left, then raises `NoAnswer` at once. Only public APIs of requests are used
-(`stream=True`, `iter_content`, `Response.close`); the abandoned thread ends
-at its next read (it checks a cancel flag between chunks) or at its own
-per-read timeout, and never keeps the process alive.
+(`stream=True`, `iter_content`). The abandoned thread is left alone (closing
+a response another thread is reading blocks on the reader's buffer lock): it
+stops at its next chunk (it checks a cancel flag), at its per-read timeout,
+or when the server gives up, and as a daemon it never keeps the process alive.
 
 Defaults (seconds unless said):
 
@@ -118,19 +119,9 @@ class _Progress:
     def __init__(self) -> None:
         self.last = time.monotonic()
         self.cancelled = threading.Event()
-        self.response: requests.Response | None = None
 
     def tick(self) -> None:
         self.last = time.monotonic()
-
-    def abandon(self) -> None:
-        self.cancelled.set()
-        response = self.response
-        if response is not None:
-            try:
-                response.close()     # the worker's next read fails, and it ends
-            except Exception:  # noqa: BLE001 - closing from another thread is best effort
-                pass
 
 
 def _run(work: Callable[[_Progress], T], *, what: str, total: float | None = None,
@@ -159,7 +150,7 @@ def _run(work: Callable[[_Progress], T], *, what: str, total: float | None = Non
             limits.append((progress.last + stall - now, f"no progress for {stall:g} s"))
         left, phrase = min(limits) if limits else (None, "")
         if left is not None and left <= 0:
-            progress.abandon()
+            progress.cancelled.set()
             raise NoAnswer(what, phrase)
         if done.wait(left):
             break
@@ -194,7 +185,6 @@ def request(session: requests.Session, method: str, url: str, *, what: str,
 
     def fetch(progress: _Progress) -> Answer:
         response = session.request(method, url, stream=True, timeout=(connect, total), **kwargs)
-        progress.response = response
         try:
             if max_body is None:
                 return _answer(response)
@@ -228,7 +218,6 @@ def download(session: requests.Session, url: str, *, what: str, sink: Callable[[
 
     def fetch(progress: _Progress) -> Answer:
         response = session.get(url, stream=True, timeout=(connect, stall), **kwargs)
-        progress.response = response
         progress.tick()
         try:
             if response.status_code >= 400:

@@ -382,12 +382,12 @@ class RegistryClient:
         if origin == (own.scheme, (own.hostname or "").lower(),
                       own.port or {"http": 80, "https": 443}[own.scheme]):
             return
-        why = ("it is plain http on another origin than the registry's" if scheme == "http"
-               else "it is not an https URL")
+        why = ("plain http on another origin than the registry's" if scheme == "http"
+               else "not an https URL")
         raise DockshipError(f"registry {self.registry} names token service "
-                            f"{printable(without_credentials(realm))}; dockship does not send it "
-                            f"the credentials of {self.credentials.describe()}"
-                            f" because {why}; serve the token service over https")
+                            f"{printable(without_credentials(realm))}, {why}; dockship does not "
+                            f"send it the credentials of {self.credentials.describe()}: the "
+                            "token service must use https or the registry's own address")
 
     def _send(self, method: str, path: str, *, headers: dict[str, str],
               params: dict | None) -> deadline.Answer:
