@@ -355,9 +355,10 @@ class ChefClient:
             raise ConfigError(f"{self.setting}.url: {http_failure(f'Chef server {self.url}', exc)}; "
                               "make its certificate trusted here (the system CAs, or a CA "
                               "bundle in REQUESTS_CA_BUNDLE)") from None
-        except requests.RequestException as exc:
-            raise Unreachable(f"{http_failure(f'Chef server {self.url}', exc)}; "
-                              f"check {self.setting}.url and that the server is up") from None
+        except (requests.RequestException, deadline.NoAnswer) as exc:
+            said = str(exc) if isinstance(exc, deadline.NoAnswer) else \
+                http_failure(f"Chef server {self.url}", exc)
+            raise Unreachable(f"{said}; check {self.setting}.url and that the server is up") from None
         return self._parse(method, path, response)
 
     def _parse(self, method: str, path: str, response: deadline.Answer) -> Any:
