@@ -10,6 +10,24 @@ which is the same thing the docker CLI and docker-py do on the far side.
 
 Host keys are checked strictly: a host missing from the given file is
 refused, never added, so a first connection cannot be silently hijacked.
+
+What this borrows beyond public APIs (issue 8; each is checked by
+tests/unit/test_sshengine_internals.py, so versions are bounded by a test):
+
+* docker-py: `APIClient` is a `requests.Session` (we `mount` our adapter on
+  it and set its `base_url`); the base URL `http+docker://ssh` makes
+  `_get_raw_response_socket` read `response.raw._fp.fp.channel` for
+  attach/exec/logs; a client given `version=` contacts nothing when made
+  (the `tcp://127.0.0.1:1` placeholder).
+* requests: the adapter hooks `get_connection_with_tls_context` (>= 2.32.2),
+  `get_connection` (older), `request_url`.
+* urllib3: a pool's `ConnectionCls` and its `**conn_kw` reaching the
+  connection; `HTTPConnection.connect` setting `self.sock`, its `timeout`,
+  and the `is_connected` property (2.x).
+
+The way out of all of them is a relay: a private unix socket whose every
+connection is a fresh dial-stdio channel, given to docker-py as
+`unix://PATH` (public API end to end).
 """
 
 from __future__ import annotations
