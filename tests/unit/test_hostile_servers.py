@@ -328,12 +328,12 @@ def test_a_pull_stream_that_goes_silent_fails_after_its_stall_limit(serve):
         seen: list[dict] = []
         err = ends_within(BOUND, lambda: drain(client.api.pull("x", tag="1", stream=True,
                                                                decode=True),
-                                               "pull of x:1", seen.append, stall=1),
+                                               "pull of x:1", seen.append, stall=3),
                           Unreachable)
     finally:
         client.close()
     assert seen == [{"status": "Pulling from library/x"}]     # progress was read, then silence
-    assert "pull of x:1" in str(err) and "no progress for 1 s" in str(err)
+    assert "pull of x:1" in str(err) and "no progress for 3 s" in str(err)
 
 
 # -- credential helpers ---------------------------------------------------
