@@ -35,6 +35,11 @@ Defaults (seconds unless said):
 `BUILD_STALL`      300     a build stream without a chunk (pip can be quiet)
 `TRANSFER_STALL`   60      a push or pull stream without a chunk
 =================  ======  ===============================================
+
+Bounds kept next to their callers: a health probe has `health.timeout / 4`
+within [0.5, 2] s in all (`probe`), a bake probe 2 s (`bake`), a node
+engine's calls 60 s per read (`fleet.API_TIMEOUT`), a credential helper 30 s
+(`credentials.HELPER_TIMEOUT`).
 """
 
 from __future__ import annotations
