@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from dockship.config import Bake
+from dockship.probe import http_probe
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,8 @@ def _probe_loop(url: str, rate: float, until: float, cancel: threading.Event | N
     try:
         while time.monotonic() < until and not (cancel and cancel.is_set()):
             t0 = time.monotonic()
-            try:
-                resp = session.get(url, timeout=2.0)
-                ok = resp.status_code < 500
-                resp.close()
-            except requests.RequestException:
-                ok = False
+            status, _ = http_probe(session, url, 2.0)
+            ok = status is not None and status < 500
             samples.append(Sample(ok, (time.monotonic() - t0) * 1000))
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))

@@ -34,7 +34,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from dockship.errors import ConfigError, DockshipError, Unreachable
+from dockship import deadline
+from dockship.errors import ConfigError, DockshipError, Unreachable, printable
 from dockship.failures import http_failure
 
 SignVersion = Literal["1.0", "1.1", "1.3"]
@@ -250,7 +251,7 @@ class ChefRequestError(DockshipError):
         self.server_message = server_message
 
 
-def _server_message(response: requests.Response) -> str:
+def _server_message(response: deadline.Answer) -> str:
     """Chef's `{"error": [...]}` as one line, or the start of whatever else came back."""
     try:
         payload = response.json()
@@ -261,7 +262,7 @@ def _server_message(response: requests.Response) -> str:
         text = "; ".join(map(str, error)) if isinstance(error, list) else str(error)
     else:
         text = response.text or response.reason or ""
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     if not text:
         return f"HTTP {response.status_code}"
     return text if len(text) <= 300 else text[:300] + "…"
@@ -277,7 +278,7 @@ class ChefClient:
 
     def __init__(self, url: str, client: str, key: str | bytes | Path, *,
                  sign_version: SignVersion = "1.3", server_api_version: str = "1",
-                 verify: bool | str = True, timeout: float = 10,
+                 verify: bool | str = True, timeout: float = deadline.TOTAL,
                  setting: str = "chef") -> None:
         """`setting` is where these values live in dockship.toml (e.g.
         `environments.stage.chef`); error messages name it so users know what to edit."""
@@ -347,18 +348,20 @@ class ChefClient:
         try:
             # No redirects: the signature covers this path, so a redirected
             # request would fail with a misleading 401.
-            response = self.session.request(method, url, params=params, data=body or None,
-                                            headers=headers, timeout=self.timeout,
-                                            allow_redirects=False)
+            response = deadline.request(self.session, method, url, what=f"Chef server {self.url}",
+                                        total=self.timeout, params=params, data=body or None,
+                                        headers=headers, allow_redirects=False)
         except requests.exceptions.SSLError as exc:
             raise ConfigError(f"{self.setting}.url: {http_failure(f'Chef server {self.url}', exc)}; "
-                              f"give the server's CA bundle as {self.setting}.verify") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable(f"{http_failure(f'Chef server {self.url}', exc)}; "
-                              f"check {self.setting}.url and that the server is up") from None
+                              "make its certificate trusted here (the system CAs, or a CA "
+                              "bundle in REQUESTS_CA_BUNDLE)") from None
+        except (requests.RequestException, deadline.NoAnswer) as exc:
+            said = str(exc) if isinstance(exc, deadline.NoAnswer) else \
+                http_failure(f"Chef server {self.url}", exc)
+            raise Unreachable(f"{said}; check {self.setting}.url and that the server is up") from None
         return self._parse(method, path, response)
 
-    def _parse(self, method: str, path: str, response: requests.Response) -> Any:
+    def _parse(self, method: str, path: str, response: deadline.Answer) -> Any:
         status = response.status_code
         if status == 401 and "clock" in _server_message(response).lower():
             raise DockshipError(f"Chef server at {self.url} rejected the request's timestamp: "
@@ -369,7 +372,7 @@ class ChefClient:
                               f"{_server_message(response)}; check {self.setting}.client and "
                               f"{self.setting}.key")
         if 300 <= status < 400:
-            target = response.headers.get("Location", "elsewhere")
+            target = printable(response.headers.get("Location", "elsewhere"))
             raise ConfigError(f"{self.setting}.url: Chef server at {self.url} redirects "
                               f"{method} {path.lstrip('/')} to {target}; set {self.setting}.url "
                               f"to the address it redirects to")

@@ -10,6 +10,11 @@ Lookup order for a registry `HOST[:PORT]`:
    without an `http(s)://` scheme and path, as `docker login` writes it;
 3. nothing: `None`, the registry is used anonymously.
 
+A credential helper is a program of the user's; dockship runs it itself
+(not through docker-py's `Store`, which waits for it forever) and gives it
+`HELPER_TIMEOUT` seconds: a helper that hangs (a keychain waiting for a
+prompt no one sees) is stopped, with its process group, and named in the error.
+
 The password never appears in a repr, a log line or an error message.
 """
 
@@ -18,18 +23,21 @@ from __future__ import annotations
 import binascii
 import json
 import os
-import warnings
+import shutil
+import signal
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from docker import auth as docker_auth
-from docker import credentials as docker_credentials
 
-from dockship.errors import UsageError
+from dockship.errors import UsageError, printable
 
 ENV_USER = "DOCKSHIP_REGISTRY_USER"
 ENV_PASSWORD = "DOCKSHIP_REGISTRY_PASSWORD"
+HELPER_TIMEOUT = 30.0    # seconds a docker-credential-* helper has to answer
+_NOT_FOUND = "credentials not found in native keychain"   # the helpers' agreed phrase
 
 
 
@@ -74,13 +82,15 @@ def docker_config_path(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def registry_credentials(registry: str, *, environ: Mapping[str, str] = os.environ,
-                         docker_config: Path | None = None) -> Credentials | None:
+                         docker_config: Path | None = None,
+                         helper_timeout: float = HELPER_TIMEOUT) -> Credentials | None:
     """Credentials for `registry` (`HOST[:PORT]`), or None to go anonymous.
 
     `docker_config` is the path of a Docker `config.json`; by default the one
     the docker CLI uses (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`).
     Raises UsageError when only one of the two environment variables is set,
-    the config file is unreadable, or its credential helper fails.
+    the config file is unreadable, or its credential helper fails or gives no
+    answer within `helper_timeout` seconds.
     """
     user = environ.get(ENV_USER)
     password = environ.get(ENV_PASSWORD)
@@ -99,7 +109,7 @@ def registry_credentials(registry: str, *, environ: Mapping[str, str] = os.envir
         return None
     host = _hostname(registry)
 
-    found = _from_credential_store(host, config, path, environ)
+    found = _from_credential_store(host, config, path, environ, helper_timeout)
     if found is not None:
         return found
     return _from_auths(host, config, path)
@@ -128,8 +138,8 @@ def _hostname(registry: str) -> str:
     return docker_auth.convert_to_hostname(registry.strip()).rstrip("/")
 
 
-def _from_credential_store(host: str, config: dict, path: Path,
-                           environ: Mapping[str, str]) -> Credentials | None:
+def _from_credential_store(host: str, config: dict, path: Path, environ: Mapping[str, str],
+                           timeout: float) -> Credentials | None:
     helpers = config.get("credHelpers") or {}
     store = config.get("credsStore") or None
     if not isinstance(helpers, dict):
@@ -142,29 +152,61 @@ def _from_credential_store(host: str, config: dict, path: Path,
         (value for key, value in helpers.items() if _hostname(key) == host), None) or store
     if not name:
         return None
-    with warnings.catch_warnings():
-        # Store() warns when the helper is not on PATH; we say so ourselves below.
-        warnings.simplefilter("ignore")
-        helper = docker_credentials.Store(name, environment=dict(environ))
-    try:
-        data = helper.get(host)
-    except docker_credentials.CredentialsNotFound:
+    program = f"docker-credential-{name}"
+    answer = _ask_helper(program, host, {**os.environ, **environ}, timeout,
+                         failed=f"credential helper {program} (from {path}) failed for {host}")
+    if answer is None:
         return None
-    except docker_credentials.StoreError as exc:
-        raise UsageError(
-            f"credential helper {helper.program} (from {path}) failed for {host}: "
-            f"{_one_line(str(exc))}; fix it, or {login_hint(host)}"
-        ) from None
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"credential helper {helper.program} (from {path}) gave an answer for "
+    try:
+        data = json.loads(answer)
+        username, secret = data.get("Username") or "", data.get("Secret") or ""
+        if not isinstance(username, str) or not isinstance(secret, str):
+            raise TypeError(username)
+    except (ValueError, AttributeError, TypeError):
+        raise UsageError(f"credential helper {program} (from {path}) gave an answer for "
                          f"{host} that is not its JSON credentials format") from None
-    username, secret = data.get("Username") or "", data.get("Secret") or ""
     if username == docker_auth.TOKEN_USERNAME:
         # An identity (refresh) token: only the engine's own OAuth flow uses it.
         return None
     if not username and not secret:
         return None
-    return Credentials(username, secret, source=f"credential helper {helper.program}")
+    return Credentials(username, secret, source=f"credential helper {program}")
+
+
+def _ask_helper(program: str, host: str, env: dict[str, str], timeout: float, *,
+                failed: str) -> bytes | None:
+    """`program get` with `host` on stdin: its answer, None when it has no entry for `host`.
+
+    The helper runs in its own process group so that a hung one is stopped
+    whole (a shell script's children too) when `timeout` passes.
+    """
+    exe = shutil.which(program, path=env.get("PATH"))
+    if exe is None:
+        raise UsageError(f"{failed}: {program} is not installed or not on PATH; fix it, or "
+                         f"{login_hint(host)}")
+    try:
+        proc = subprocess.Popen([exe, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, start_new_session=True)
+    except OSError as exc:
+        raise UsageError(f"{failed}: cannot run it ({exc.strerror or exc}); fix it, or "
+                         f"{login_hint(host)}") from None
+    try:
+        out, err = proc.communicate(host.encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        raise UsageError(f"{failed}: no answer within {timeout:g} s; fix it, or "
+                         f"{login_hint(host)}") from None
+    if proc.returncode == 0:
+        return out
+    said = _one_line((out + err).decode(errors="replace"))
+    if _NOT_FOUND in said:
+        return None
+    raise UsageError(f"{failed}: {printable(said[:300]) or f'exit status {proc.returncode}'}; "
+                     f"fix it, or {login_hint(host)}")
 
 
 def _from_auths(host: str, config: dict, path: Path) -> Credentials | None:

@@ -4,6 +4,12 @@
 file, unknown hosts refused), `tcp://` through TLS settings, `unix://`
 directly. Connections are opened with a bound on parallelism so a large
 fleet does not become an SSH connection storm.
+
+Opening an engine (its API version, then a ping) has a total deadline,
+`deadline.ENGINE_CONNECT`: an engine that accepts and never answers is
+reported then, not after the per-call timeout. Every call after that has
+docker-py's per-read timeout, `API_TIMEOUT`; streams have stall limits
+(`streams.stall_limit`).
 """
 
 from __future__ import annotations
@@ -20,22 +26,24 @@ import docker.errors
 import docker.tls
 import requests
 
-from dockship import parallel
+from dockship import deadline, parallel
 from dockship.config import DEFAULT_PARALLEL, Environment, Node
 from dockship.errors import DockshipError, Unreachable, last_line
 from dockship.failures import engine_problem
 
 T = TypeVar("T")
-API_TIMEOUT = 120
+API_TIMEOUT = 60    # seconds docker-py waits for each read of an engine's answer
 
 
 class NodeEngine:
     """A node and its engine client, connected on first use (Fabric's `@opens` habit)."""
 
-    def __init__(self, node: Node, env: Environment, *, timeout: int = API_TIMEOUT):
+    def __init__(self, node: Node, env: Environment, *, timeout: float = API_TIMEOUT,
+                 connect: float = deadline.ENGINE_CONNECT):
         self.node = node
         self.env = env
         self.timeout = timeout
+        self.connect = connect
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
 
@@ -68,37 +76,43 @@ class NodeEngine:
             return self._client
 
     def _open(self) -> docker.DockerClient:
-        url = self.node.docker
-        scheme = urlsplit(url).scheme
-        where = f"node {self.node.name} ({url})"
+        where = f"node {self.node.name} ({self.node.docker})"
         try:
-            if scheme == "ssh":
-                from dockship.sshengine import ssh_docker_client
-                ssh = self.env.ssh
-                if ssh.user and not urlsplit(url).username:
-                    parts = urlsplit(url)
-                    url = f"ssh://{ssh.user}@{parts.netloc}"
-                home = Path(os.path.expanduser("~/.ssh"))
-                key = ssh.key or _default_key(home)
-                known = ssh.known_hosts or home / "known_hosts"
-                return ssh_docker_client(url, key=key, known_hosts=known, timeout=self.timeout)
-            if scheme == "tcp":
-                tls = self.env.tls
-                tls_config = None
-                if tls.ca or tls.cert:
-                    tls_config = docker.tls.TLSConfig(
-                        client_cert=(str(tls.cert), str(tls.key)) if tls.cert and tls.key else None,
-                        ca_cert=str(tls.ca) if tls.ca else None, verify=tls.verify)
-                client = docker.DockerClient(base_url=url, tls=tls_config or False,
-                                             timeout=self.timeout)
-            else:
-                client = docker.DockerClient(base_url=url, timeout=self.timeout)
-            client.ping()
-            return client
+            return deadline.call(self._connect, what=f"{where}: its engine", total=self.connect)
         except DockshipError as exc:
+            if isinstance(exc, deadline.NoAnswer):
+                raise
             raise type(exc)(f"node {self.node.name}: {exc}") from None
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
             raise Unreachable(f"{where}: {engine_problem(exc, 'connect')}") from None
+
+    def _connect(self) -> docker.DockerClient:
+        """The client, asked for its version and pinged (run under `_open`'s deadline)."""
+        url = self.node.docker
+        scheme = urlsplit(url).scheme
+        if scheme == "ssh":
+            from dockship.sshengine import ssh_docker_client
+            ssh = self.env.ssh
+            if ssh.user and not urlsplit(url).username:
+                parts = urlsplit(url)
+                url = f"ssh://{ssh.user}@{parts.netloc}"
+            home = Path(os.path.expanduser("~/.ssh"))
+            key = ssh.key or _default_key(home)
+            known = ssh.known_hosts or home / "known_hosts"
+            return ssh_docker_client(url, key=key, known_hosts=known, timeout=self.timeout)
+        if scheme == "tcp":
+            tls = self.env.tls
+            tls_config = None
+            if tls.ca or tls.cert:
+                tls_config = docker.tls.TLSConfig(
+                    client_cert=(str(tls.cert), str(tls.key)) if tls.cert and tls.key else None,
+                    ca_cert=str(tls.ca) if tls.ca else None, verify=tls.verify)
+            client = docker.DockerClient(base_url=url, tls=tls_config or False,
+                                         timeout=self.timeout)
+        else:
+            client = docker.DockerClient(base_url=url, timeout=self.timeout)
+        client.ping()
+        return client
 
     def close(self) -> None:
         with self._lock:

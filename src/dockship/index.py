@@ -31,8 +31,8 @@ from packaging.version import InvalidVersion, Version
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from dockship import __version__
-from dockship.errors import DockshipError, Unreachable, UsageError
+from dockship import __version__, deadline
+from dockship.errors import DockshipError, Unreachable, UsageError, printable
 from dockship.failures import http_failure
 from dockship.tags import is_final, newest, parse_version
 
@@ -319,10 +319,13 @@ class IndexClient:
     bundle); otherwise the client makes one with a couple of retries for
     connection errors and 502/503/504, and closes it in `close()` / `with`.
     Credentials in `url` (``https://user:pass@host/simple/``) are used and
-    never shown in messages.
+    never shown in messages. `timeout` is the total deadline of one page
+    request; `stall` fails a file download that stops making progress
+    (see `dockship.deadline`).
     """
 
-    def __init__(self, url: str, *, session: requests.Session | None = None, timeout: float = 10,
+    def __init__(self, url: str, *, session: requests.Session | None = None,
+                 timeout: float = deadline.TOTAL, stall: float = deadline.STALL,
                  verify: bool | str = True) -> None:
         url = (url or "").strip()
         parts = urlsplit(url)
@@ -331,6 +334,7 @@ class IndexClient:
                              " (e.g. http://127.0.0.1:8081/simple/)")
         self.url = url if url.endswith("/") else url + "/"
         self.timeout = timeout
+        self.stall = stall
         self.verify = verify
         self._own_session = session is None
         if session is None:
@@ -449,20 +453,21 @@ class IndexClient:
     def _download_sha256(self, f: PackageFile) -> str:
         digest = hashlib.sha256()
         try:
-            with self.session.get(f.url, stream=True, timeout=self.timeout, verify=self.verify) as r:
-                self._raise_for_status(r, f.filename)
-                for chunk in r.iter_content(chunk_size=1 << 16):
-                    digest.update(chunk)
+            r = deadline.download(self.session, f.url, what=f"index file {_shown(f.url)}",
+                                  sink=digest.update, stall=self.stall, verify=self.verify)
         except requests.RequestException as e:
             raise Unreachable(http_failure(f"index file {_shown(f.url)}", e)) from None
+        self._raise_for_status(r, f.filename)
         return digest.hexdigest()
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, url: str) -> deadline.Answer:
         """GET with our Accept header, following redirects by hand (to keep them on the index's host)."""
         host = urlsplit(url).hostname
         for _ in range(_MAX_REDIRECTS + 1):
             try:
-                r = self.session.get(url, headers={"Accept": ACCEPT}, timeout=self.timeout,
+                r = deadline.request(self.session, "GET", url, what=f"index {_shown(self.url)}"
+                                     + ("" if url == self.url else f" (GET {_shown(url)})"),
+                                     total=self.timeout, headers={"Accept": ACCEPT},
                                      verify=self.verify, allow_redirects=False)
             except requests.RequestException as e:
                 raise Unreachable(f"{http_failure(f'index {_shown(self.url)}', e)} for {_shown(url)}"
@@ -472,15 +477,14 @@ class IndexClient:
             target = urljoin(r.url, r.headers["Location"])
             if urlsplit(target).hostname != host:
                 raise UsageError(f"index {_shown(self.url)} redirected {_shown(url)} to another host,"
-                                 f" {_shown(target)}; dockship only reads the index it is given"
+                                 f" {printable(_shown(target))}; dockship only reads the index it is given"
                                  " (a pypiserver falls back to the public index unless run with"
                                  " --disable-fallback)")
-            r.close()
             url = target
         raise Unreachable(f"index {_shown(self.url)} redirected more than {_MAX_REDIRECTS} times"
                           f" for {_shown(url)}")
 
-    def _raise_for_status(self, r: requests.Response, what: str) -> None:
+    def _raise_for_status(self, r: deadline.Answer, what: str) -> None:
         if r.status_code < 400:
             return
         status = f"HTTP {r.status_code}{' ' + r.reason if r.reason else ''}"

@@ -13,6 +13,7 @@ import time
 import docker.errors
 import requests
 
+from dockship import deadline
 from dockship.config import HealthCheck
 from dockship.container import ServiceContainer
 from dockship.failures import reason
@@ -23,10 +24,14 @@ STARTUP_POLL = 0.1   # seconds between probes before the first good answer
 
 
 def http_probe(session: requests.Session, url: str, timeout: float) -> tuple[int | None, str | None]:
+    """One probe: the status within `timeout` seconds in all (a service that trickles its
+    headers is as unhealthy as one that never answers), or why there was none."""
     try:
-        resp = session.get(url, timeout=timeout, allow_redirects=False)
-        resp.close()
+        resp = deadline.request(session, "GET", url, what=f"health probe {url}", total=timeout,
+                                max_body=None, allow_redirects=False)
         return resp.status_code, None
+    except deadline.NoAnswer as exc:
+        return None, exc.phrase        # "no complete answer within 2 s"
     except requests.RequestException as exc:
         return None, reason(exc)       # "connection refused", "no answer within 2s", ...
 

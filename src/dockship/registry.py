@@ -38,10 +38,10 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from dockship import __version__
+from dockship import __version__, deadline
 from dockship.credentials import Credentials, login_hint
-from dockship.errors import DockshipError, Unreachable, UsageError
-from dockship.failures import http_failure
+from dockship.errors import DockshipError, Unreachable, UsageError, printable
+from dockship.failures import http_failure, without_credentials
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -72,7 +72,7 @@ class RegistryClient:
     """Ask a Docker registry (`HOST[:PORT]`, no scheme) about its repositories."""
 
     def __init__(self, registry: str, *, credentials: Credentials | None = None,
-                 ca_bundle: str | None = None, timeout: float = 10,
+                 ca_bundle: str | None = None, timeout: float = deadline.TOTAL,
                  certs_dir: Path = DOCKER_CERTS_DIR):
         match = _REGISTRY_RE.match(registry or "")
         if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
@@ -253,7 +253,7 @@ class RegistryClient:
                                 "with content that does not match its digest")
         return resp.content
 
-    def _next_page(self, resp: requests.Response) -> str | None:
+    def _next_page(self, resp: deadline.Answer) -> str | None:
         link = resp.links.get("next", {}).get("url")
         if not link:
             return None
@@ -265,7 +265,7 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, *, scope: str,
                  headers: dict[str, str] | None = None,
-                 params: dict | None = None) -> requests.Response:
+                 params: dict | None = None) -> deadline.Answer:
         """Send, answering one authentication challenge; 401s left over become UsageErrors."""
         resp = self._send(method, path, headers={**(headers or {}), **self._auth_header(scope)},
                           params=params)
@@ -301,7 +301,7 @@ class RegistryClient:
                              f"{fields.get('scope') or scope or 'the registry'}")
         return self._check_forbidden(resp, method, path)
 
-    def _check_forbidden(self, resp: requests.Response, method: str, path: str) -> requests.Response:
+    def _check_forbidden(self, resp: deadline.Answer, method: str, path: str) -> deadline.Answer:
         if resp.status_code == 403:
             who = self.credentials.describe() if self.credentials else "anonymous users"
             raise UsageError(f"registry {self.registry} forbids {method} {path} to {who}"
@@ -325,20 +325,21 @@ class RegistryClient:
         if challenge.get("service"):
             params.append(("service", challenge["service"]))
         params += [("scope", s) for s in wanted.split()]
+        where = printable(urlsplit(realm).netloc or realm)
         headers = {}
         if self.credentials is not None:
+            self._check_realm(realm)
             headers["Authorization"] = "Basic " + _basic(self.credentials)
             params.append(("account", self.credentials.username))
-        where = urlsplit(realm).netloc or realm
         # The registry's own CA (and client certificate) is for the registry's
         # host; a token service elsewhere is checked against the system CAs.
         tls = self._tls if urlsplit(realm).netloc == self.registry else {"verify": True, "cert": None}
+        what = f"token service {where} of registry {self.registry}"
         try:
-            resp = self._session.get(realm, params=params, headers=headers, timeout=self.timeout,
-                                     **tls)
+            resp = deadline.request(self._session, "GET", realm, what=what, total=self.timeout,
+                                    params=params, headers=headers, **tls)
         except requests.exceptions.RequestException as exc:
-            raise self._unreachable_error(exc, what=f"token service {where} of registry "
-                                                   f"{self.registry}") from None
+            raise self._unreachable_error(exc, what=what) from None
         if resp.status_code == 401:
             raise self._needs_credentials() if self.credentials is None else self._rejected()
         if resp.status_code == 403:
@@ -360,8 +361,36 @@ class RegistryClient:
         self._tokens[wanted] = entry
         self._tokens[scope] = entry
 
+    def _check_realm(self, realm: str) -> None:  # only called with credentials
+        """Design §8: credentials go to a token realm only over https or at the registry's own
+        origin (same scheme, host and port); a registry cannot send them elsewhere in clear.
+
+        Refused with exit 1, not 2: the registry (or whoever answers for it) is at
+        fault, and no key in dockship.toml would make it safe.
+        """
+        assert self.credentials is not None
+        parts = urlsplit(realm)
+        scheme = parts.scheme.lower()
+        if scheme == "https":
+            return
+        try:
+            origin = (scheme, (parts.hostname or "").lower(),
+                      parts.port or {"http": 80}.get(scheme))
+        except ValueError:
+            origin = None
+        own = urlsplit(f"{self._scheme or 'https'}://{self.registry}")
+        if origin == (own.scheme, (own.hostname or "").lower(),
+                      own.port or {"http": 80, "https": 443}[own.scheme]):
+            return
+        why = ("plain http on another origin than the registry's" if scheme == "http"
+               else "not an https URL")
+        raise DockshipError(f"registry {self.registry} names token service "
+                            f"{printable(without_credentials(realm))}, {why}; dockship does not "
+                            f"send it the credentials of {self.credentials.describe()}: the "
+                            "token service must use https or the registry's own address")
+
     def _send(self, method: str, path: str, *, headers: dict[str, str],
-              params: dict | None) -> requests.Response:
+              params: dict | None) -> deadline.Answer:
         if self._scheme is not None:
             return self._raw(self._scheme, method, path, headers, params)
         try:
@@ -374,11 +403,12 @@ class RegistryClient:
         return resp
 
     def _raw(self, scheme: str, method: str, path: str, headers: dict[str, str],
-             params: dict | None, *, probing: bool = False) -> requests.Response:
+             params: dict | None, *, probing: bool = False) -> deadline.Answer:
         url = f"{scheme}://{self.registry}{path}"
         try:
-            return self._session.request(method, url, headers=headers, params=params,
-                                         timeout=self.timeout, allow_redirects=True, **self._tls)
+            return deadline.request(self._session, method, url, what=f"registry {self.registry}",
+                                    total=self.timeout, headers=headers, params=params,
+                                    allow_redirects=True, **self._tls)
         except requests.exceptions.SSLError as exc:
             if _is_certificate_error(exc):
                 raise self._untrusted(exc) from None
@@ -417,7 +447,7 @@ class RegistryClient:
     def _unreachable_error(self, exc: Exception, *, what: str | None = None) -> Unreachable:
         return Unreachable(http_failure(what or f"registry {self.registry}", exc))
 
-    def _fail(self, resp: requests.Response, what: str) -> NoReturn:
+    def _fail(self, resp: deadline.Answer, what: str) -> NoReturn:
         status = f"{resp.status_code} {resp.reason or ''}".strip()
         message = f"registry {self.registry}: {what} answered {status}{self._error_detail(resp)}"
         if resp.status_code >= 500:
@@ -428,7 +458,7 @@ class RegistryClient:
         raise DockshipError(message)
 
     @staticmethod
-    def _error_detail(resp: requests.Response) -> str:
+    def _error_detail(resp: deadline.Answer) -> str:
         """`: CODE message; …` from the registry's JSON error body, when it has one."""
         try:
             errors = resp.json().get("errors") or []
@@ -437,9 +467,9 @@ class RegistryClient:
         except (ValueError, AttributeError):
             return ""
         text = "; ".join(p for p in parts if p)
-        return f": {_one_line(text)[:300]}" if text else ""
+        return f": {printable(_one_line(text)[:300])}" if text else ""
 
-    def _json(self, resp: requests.Response, what: str):
+    def _json(self, resp: deadline.Answer, what: str):
         try:
             return resp.json()
         except ValueError:

@@ -5,8 +5,14 @@ client itself: it trusts `~/.ssh/known_hosts` (plus `~/.ssh/config`), offers
 every key in `~/.ssh` and the agent, and takes no parameter to change that.
 dockship must connect with the key and known-hosts file its configuration
 names (the lab's, or a CI deploy key), so this module opens the SSH
-connection itself and carries HTTP over a `docker system dial-stdio` channel,
-which is the same thing the docker CLI and docker-py do on the far side.
+connection itself and runs `docker system dial-stdio` on a channel per HTTP
+connection, which is what the docker CLI and docker-py do on the far side.
+
+docker-py is given a private unix socket (in a directory only we can enter)
+whose every connection is relayed to a fresh dial-stdio channel: to docker-py
+it is a local engine, reached through its public API (`unix://PATH`), with
+attach, exec and logs streams working as they do locally. No internals of
+docker-py, requests or urllib3 are used (issue 8).
 
 Host keys are checked strictly: a host missing from the given file is
 refused, never added, so a first connection cannot be silently hijacked.
@@ -15,19 +21,21 @@ refused, never added, so a first connection cannot be silently hijacked.
 from __future__ import annotations
 
 import getpass
+import http.client
+import json
 import logging
+import os
+import shutil
+import socket
+import tempfile
 import threading
 import urllib.parse
-from collections.abc import Callable
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import paramiko
-import requests.adapters
-import urllib3.connection
-import urllib3.connectionpool
-import urllib3.exceptions
 
 from dockship.errors import Unreachable, UsageError
 from dockship.failures import reason
@@ -35,10 +43,6 @@ from dockship.failures import reason
 # What the far side runs for each HTTP connection: it relays stdin/stdout to
 # the engine named by DOCKER_HOST there (or the default socket).
 DIAL_STDIO = "docker system dial-stdio"
-
-# docker-py treats a base URL starting with this as its SSH transport, e.g.
-# when it digs the channel out of a response to hijack it for attach/exec.
-_BASE_URL = "http+docker://ssh"
 
 # paramiko's transport thread logs a traceback for every failed handshake;
 # with no logging configured Python prints it on stderr next to our own
@@ -49,6 +53,8 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 # sshd's default MaxSessions is 10 channels per connection; stay under it so
 # a busy client does not see "open failed" from a stock server.
 DEFAULT_MAX_CHANNELS = 8
+
+_RELAY_CHUNK = 1 << 16
 
 
 class HostKeyRejected(Unreachable):
@@ -101,36 +107,42 @@ def ssh_docker_client(node_docker_url: str, key: Path, known_hosts: Path, *,
     `timeout` bounds each API call (as in docker-py); `connect_timeout` bounds
     the TCP connect, the SSH handshake and the authentication. The engine is
     asked for its API version before returning, so an unusable endpoint fails
-    here with one clear error rather than at the first real call.
+    here with one clear error rather than at the first real call. Closing the
+    client closes the SSH connection and removes the relay's socket.
     """
     target = SSHTarget.parse(node_docker_url)
-    adapter = DialStdioAdapter(target, key=Path(key), known_hosts=Path(known_hosts),
-                               connect_timeout=connect_timeout, max_channels=max_channels)
+    tunnel = DialStdioTunnel(target, key=Path(key), known_hosts=Path(known_hosts),
+                             connect_timeout=connect_timeout)
     try:
-        api_version = adapter.engine_api_version(timeout=timeout)
-        # docker-py insists on building its own transport from base_url; give
-        # it a loopback placeholder that is never contacted (the version is
-        # given, so it makes no request) and point it at our adapter instead.
-        client = docker.DockerClient(base_url="tcp://127.0.0.1:1", version=api_version,
-                                     timeout=timeout)
+        api_version = tunnel.engine_api_version(timeout=timeout)
+        return _TunnelledClient(tunnel, base_url=f"unix://{tunnel.path}", version=api_version,
+                                timeout=timeout, max_pool_size=max_channels)
     except BaseException:
-        adapter.close()
+        tunnel.close()
         raise
-    client.api.mount(_BASE_URL, adapter)
-    client.api.base_url = _BASE_URL
-    return client
 
 
-class DialStdioAdapter(requests.adapters.HTTPAdapter):
-    """requests adapter: every HTTP connection is one SSH channel running dial-stdio.
+class _TunnelledClient(docker.DockerClient):
+    """A DockerClient on a tunnel's socket that closes the tunnel with itself."""
 
-    One SSH connection is shared by all channels and re-opened if it drops
-    (an sshd restart on the node must not need a new client).
-    """
+    def __init__(self, tunnel: DialStdioTunnel, **kwargs):
+        super().__init__(**kwargs)
+        self.tunnel = tunnel
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.tunnel.close()
+
+
+class DialStdioTunnel:
+    """One SSH connection, and a private unix socket relaying each connection to a new
+    dial-stdio channel on it. The SSH connection is re-opened if it drops (an sshd
+    restart on the node must not need a new client)."""
 
     def __init__(self, target: SSHTarget, *, key: Path, known_hosts: Path,
-                 connect_timeout: float, max_channels: int):
-        super().__init__()
+                 connect_timeout: float):
         self.target = target
         self._key = _load_key(key)
         self._key_path = key
@@ -139,8 +151,23 @@ class DialStdioAdapter(requests.adapters.HTTPAdapter):
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
         self._ssh: paramiko.SSHClient | None = None
-        self._pool = _DialStdioPool(self._open_channel, maxsize=max_channels)
-        self._connect()
+        self._dir = tempfile.mkdtemp(prefix="dockship-engine-")      # mode 0700: ours alone
+        self.path = os.path.join(self._dir, "docker.sock")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._listener.bind(self.path)
+            self._listener.listen(64)
+            self._connect()
+        except BaseException:
+            self._listener.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+        # A process that exits without closing (an error path) still removes the directory.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
+        self._closed = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True,
+                                          name=f"dockship-relay {target}")
+        self._acceptor.start()
 
     # -- SSH connection ----------------------------------------------------
 
@@ -196,7 +223,7 @@ class DialStdioAdapter(requests.adapters.HTTPAdapter):
             assert transport is not None
             return transport
 
-    def _open_channel(self, timeout: float | None) -> paramiko.Channel:
+    def _open_channel(self) -> paramiko.Channel:
         """A fresh channel whose stdin/stdout is a raw connection to the far engine.
 
         A connection the server has dropped can still look active until
@@ -206,7 +233,6 @@ class DialStdioAdapter(requests.adapters.HTTPAdapter):
             transport = self._transport()
             try:
                 channel = transport.open_session(timeout=self._connect_timeout)
-                channel.settimeout(timeout)
                 channel.exec_command(DIAL_STDIO)
                 return channel
             except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -215,39 +241,96 @@ class DialStdioAdapter(requests.adapters.HTTPAdapter):
                     raise Unreachable(f"{self.target}: cannot run {DIAL_STDIO!r}: {exc}") from exc
         raise AssertionError("unreachable")
 
-    # -- requests adapter --------------------------------------------------
-
     def engine_api_version(self, *, timeout: float) -> str:
         """The engine's API version, proving dial-stdio really reaches an engine."""
+        status, body = None, None
         try:
-            response = self._pool.urlopen("GET", "/version", timeout=timeout, retries=False)
-            body = response.json() if response.status == 200 else None
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            channel = self._open_channel()
+            try:
+                channel.settimeout(timeout)
+                channel.sendall(b"GET /version HTTP/1.0\r\nHost: docker\r\n\r\n")
+                response = http.client.HTTPResponse(channel)   # reads channel.makefile("rb")
+                response.begin()
+                status = response.status
+                body = json.loads(response.read()) if status == 200 else None
+            finally:
+                channel.close()
+        except (http.client.HTTPException, OSError, EOFError, ValueError,
+                paramiko.SSHException) as exc:
             raise Unreachable(
                 f"{self.target}: no Docker engine answered through {DIAL_STDIO!r} ({reason(exc)}); "
                 f"check that the engine runs there, the docker CLI is installed and "
                 f"DOCKER_HOST (if set) names the engine") from exc
-        if not body or "ApiVersion" not in body:
+        if not isinstance(body, dict) or "ApiVersion" not in body:
             raise Unreachable(f"{self.target}: GET /version through {DIAL_STDIO!r} answered "
-                              f"HTTP {response.status}, not an engine's version")
+                              f"HTTP {status}, not an engine's version")
         return str(body["ApiVersion"])
 
-    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        return self._pool
+    # -- the relay ---------------------------------------------------------
 
-    def get_connection(self, url, proxies=None):  # requests < 2.32
-        return self._pool
+    def _accept(self) -> None:
+        while True:
+            try:
+                local, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._closed.is_set():
+                local.close()
+                return
+            threading.Thread(target=self._relay, args=(local,), daemon=True,
+                             name=f"dockship-relay {self.target}").start()
 
-    def request_url(self, request, proxies):
-        return request.path_url
+    def _relay(self, local: socket.socket) -> None:
+        """Copy both ways between a local connection and its channel; each side's end of
+        input is passed on as a half-close, so HTTP and hijacked streams end cleanly."""
+        try:
+            channel = self._open_channel()
+        except Exception:  # noqa: BLE001 - docker-py sees the connection close, and says so
+            local.close()
+            return
+        upstream = threading.Thread(target=_copy, daemon=True,
+                                    args=(local.recv, channel.sendall, channel.shutdown_write))
+        upstream.start()
+        _copy(channel.recv, local.sendall, lambda: local.shutdown(socket.SHUT_WR))
+        upstream.join()
+        _quietly(channel.close)
+        local.close()
 
     def close(self) -> None:
-        self._pool.close()
+        if not self._closed.is_set():
+            self._closed.set()
+            # Wake the acceptor before closing: a thread blocked in accept() on a closed
+            # socket would otherwise wait on, and could take, a later socket's descriptor.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._acceptor.join(timeout=5)
+            self._listener.close()
+            self._cleanup()
         with self._lock:
             if self._ssh is not None:
-                self._ssh.close()
+                self._ssh.close()      # ends every channel, and so every relay
                 self._ssh = None
-        super().close()
+
+
+def _copy(read, write, done) -> None:
+    """Copy until `read` ends or either side fails, then `done` (a half-close)."""
+    try:
+        while data := read(_RELAY_CHUNK):
+            write(data)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass      # the connection is gone: the other side sees it end
+    finally:
+        _quietly(done)
+
+
+def _quietly(action) -> None:
+    """Closing a side of a relay that is already gone (the SSH connection dropped) is no error."""
+    try:
+        action()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
 
 
 class _RefuseUnknownHost(paramiko.RejectPolicy):
@@ -262,37 +345,6 @@ class _RefuseUnknownHost(paramiko.RejectPolicy):
             f"{self.target}: host key {key.get_name()} {key.fingerprint} is not in "
             f"{self.known_hosts}; add the host's key there (ssh-keyscan -p {self.target.port} "
             f"{self.target.host}) after checking that fingerprint")
-
-
-class _DialStdioConnection(urllib3.connection.HTTPConnection):
-    """An HTTP connection whose socket is an SSH channel."""
-
-    def __init__(self, *args, open_channel: Callable[[float | None], paramiko.Channel],
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._open_channel = open_channel
-
-    def connect(self) -> None:
-        timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
-        self.sock = self._open_channel(timeout)
-
-    @property
-    def is_connected(self) -> bool:
-        # urllib3's check polls the socket's fileno(); a paramiko channel
-        # makes a pipe pair for that, so answer from the channel's state.
-        channel = self.sock
-        return (channel is not None and not channel.closed
-                and not channel.eof_received and not channel.exit_status_ready())
-
-
-class _DialStdioPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _DialStdioConnection
-
-    def __init__(self, open_channel: Callable[[float | None], paramiko.Channel], *,
-                 maxsize: int):
-        # The host is only what goes into the Host header; the engine ignores it.
-        super().__init__("docker", maxsize=maxsize, block=False,
-                         open_channel=open_channel)
 
 
 def _load_key(path: Path) -> paramiko.PKey:
@@ -321,4 +373,4 @@ def _load_known_hosts(path: Path) -> paramiko.HostKeys:
     return keys
 
 
-__all__ = ["DIAL_STDIO", "DialStdioAdapter", "HostKeyRejected", "SSHTarget", "ssh_docker_client"]
+__all__ = ["DIAL_STDIO", "DialStdioTunnel", "HostKeyRejected", "SSHTarget", "ssh_docker_client"]

@@ -264,4 +264,4 @@ def test_silent_server_is_unreachable_after_the_timeout(dockship_key):
             with pytest.raises(Unreachable) as info:
                 chef.get("nodes")
     # The client's own timeout ended the call, and the message says which one.
-    assert str(info.value).startswith(f"Chef server {url} did not answer (no answer within 0.5s)")
+    assert str(info.value).startswith(f"Chef server {url} did not answer (no complete answer within 0.5 s)")

@@ -5,8 +5,10 @@ Four registries run for this module, all on 127.0.0.1:
   basic  — plain http, htpasswd (bcrypt) auth; images pushed with credentials;
   tls    — https with a certificate from a CA made here, sharing open's storage;
   token  — plain http, Bearer tokens from a token service run by this module
-           (JWT signed with a key whose certificate the registry trusts), also
-           sharing open's storage.
+           over https (JWT signed with a key whose certificate the registry
+           trusts), also sharing open's storage. Design §8: credentials go to
+           a realm only over https or at the registry's own origin, so the
+           token service speaks https with the module's CA (REQUESTS_CA_BUNDLE).
 Nothing is mocked: the engine pushes, the registries answer.
 """
 
@@ -20,6 +22,7 @@ import ipaddress
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import threading
@@ -179,7 +182,7 @@ class TokenService:
     issuer = "dockship-test-issuer"
     service = "dockship-test-registry"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None):
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = datetime.datetime.now(datetime.timezone.utc)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dockship test token issuer")])
@@ -201,12 +204,18 @@ class TokenService:
                 service.handle(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/token"
 
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         query = parse_qs(urlsplit(req.path).query)
@@ -321,7 +330,7 @@ def regs(tmp_path_factory) -> Registries:
     htpasswd.write_text(subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True,
                                        capture_output=True, text=True).stdout)
     ca, cert, key = make_ca(workdir)
-    tokens = TokenService(workdir)
+    tokens = TokenService(workdir, tls=(cert, key))
     started: list[Registry] = []
     images: list[str] = []
     try:
@@ -578,7 +587,13 @@ def test_missing_ca_bundle_file_is_a_usage_error(regs, tmp_path):
 
 # -- Bearer tokens ----------------------------------------------------------------------------------
 
-def test_token_auth_with_right_credentials_and_token_cache(regs):
+@pytest.fixture
+def trust_ca(regs, monkeypatch):
+    """The token service's certificate is signed by the module's CA."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(regs.ca))
+
+
+def test_token_auth_with_right_credentials_and_token_cache(regs, trust_ca):
     regs.tokens.requests.clear()
     client = RegistryClient(regs.token.address, credentials=Credentials(USER, PASSWORD))
     client.ping()
@@ -597,14 +612,14 @@ def _index_tags(regs: Registries) -> list[str]:
     return [t for t in RegistryClient(regs.open.address).tags(REPO) if t.startswith("multi-")]
 
 
-def test_token_auth_without_credentials(regs):
+def test_token_auth_without_credentials(regs, trust_ca):
     client = RegistryClient(regs.token.address)
     client.ping()  # anonymous tokens are enough for /v2/, as on Docker Hub
     with pytest.raises(UsageError, match="needs credentials.*DOCKSHIP_REGISTRY_USER"):
         client.manifest_digest(REPO, "a")
 
 
-def test_token_auth_with_wrong_password(regs):
+def test_token_auth_with_wrong_password(regs, trust_ca):
     creds = Credentials(USER, WRONG)
     client = RegistryClient(regs.token.address, credentials=creds)
     with pytest.raises(UsageError, match="rejected the credentials") as info:
@@ -612,16 +627,38 @@ def test_token_auth_with_wrong_password(regs):
     assert_secret_free(str(info.value), repr(info.value), repr(client))
 
 
+def orphan_registry(regs, tmp_path, realm: str) -> Registry:
+    return Registry(tmp_path, "orphan", tmp_path / "s", auth={"token": {
+        "realm": realm, "service": TokenService.service,
+        "issuer": TokenService.issuer, "rootcertbundle": str(regs.tokens.bundle)}}).start()
+
+
 def test_token_service_unreachable(regs, tmp_path):
     port = free_port()
-    registry = Registry(tmp_path, "orphan", tmp_path / "s", auth={"token": {
-        "realm": f"http://127.0.0.1:{port}/token", "service": TokenService.service,
-        "issuer": TokenService.issuer, "rootcertbundle": str(regs.tokens.bundle)}}).start()
+    registry = orphan_registry(regs, tmp_path, f"https://127.0.0.1:{port}/token")
     try:
         with pytest.raises(Unreachable, match=f"token service 127.0.0.1:{port} of registry "
                                               f"{registry.address} did not answer \\(connection refused\\)"):
             RegistryClient(registry.address, credentials=Credentials(USER, PASSWORD)).ping()
     finally:
+        registry.stop()
+
+
+def test_credentials_never_go_to_a_plain_http_token_service_elsewhere(regs, tmp_path):
+    listener = socket.create_server(("127.0.0.1", 0))    # would take the credentials: never asked
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    registry = orphan_registry(regs, tmp_path, f"http://127.0.0.1:{port}/token")
+    try:
+        with pytest.raises(DockshipError, match=f"token service http://127.0.0.1:{port}/token, "
+                                                "plain http on another origin") as info:
+            RegistryClient(registry.address, credentials=Credentials(USER, PASSWORD)).ping()
+        assert info.value.exit_code == 1
+        assert_secret_free(str(info.value))
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    finally:
+        listener.close()
         registry.stop()
 
 
