@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from dockship import deadline
+from dockship.redact import redact_url
 from dockship.errors import ConfigError, DockshipError, Unreachable, printable
 from dockship.failures import http_failure
 
@@ -290,6 +291,7 @@ class ChefClient:
             raise ConfigError(f"{setting}.url: {url!r} is not an http(s) URL; "
                               f"write e.g. https://chef.example.com/organizations/acme")
         self.url = url.rstrip("/")
+        self.shown = redact_url(self.url)      # the URL in every message: no credentials
         self.client = client
         self.sign_version: SignVersion = sign_version
         self.server_api_version = str(server_api_version)
@@ -300,7 +302,7 @@ class ChefClient:
         self._session: requests.Session | None = None
 
     def __repr__(self) -> str:
-        return f"ChefClient(url={self.url!r}, client={self.client!r})"
+        return f"ChefClient(url={self.shown!r}, client={self.client!r})"
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -348,39 +350,39 @@ class ChefClient:
         try:
             # No redirects: the signature covers this path, so a redirected
             # request would fail with a misleading 401.
-            response = deadline.request(self.session, method, url, what=f"Chef server {self.url}",
+            response = deadline.request(self.session, method, url, what=f"Chef server {self.shown}",
                                         total=self.timeout, params=params, data=body or None,
                                         headers=headers, allow_redirects=False)
         except requests.exceptions.SSLError as exc:
-            raise ConfigError(f"{self.setting}.url: {http_failure(f'Chef server {self.url}', exc)}; "
+            raise ConfigError(f"{self.setting}.url: {http_failure(f'Chef server {self.shown}', exc)}; "
                               "make its certificate trusted here (the system CAs, or a CA "
                               "bundle in REQUESTS_CA_BUNDLE)") from None
         except (requests.RequestException, deadline.NoAnswer) as exc:
             said = str(exc) if isinstance(exc, deadline.NoAnswer) else \
-                http_failure(f"Chef server {self.url}", exc)
+                http_failure(f"Chef server {self.shown}", exc)
             raise Unreachable(f"{said}; check {self.setting}.url and that the server is up") from None
         return self._parse(method, path, response)
 
     def _parse(self, method: str, path: str, response: deadline.Answer) -> Any:
         status = response.status_code
         if status == 401 and "clock" in _server_message(response).lower():
-            raise DockshipError(f"Chef server at {self.url} rejected the request's timestamp: "
+            raise DockshipError(f"Chef server at {self.shown} rejected the request's timestamp: "
                                 f"{_server_message(response)} (this machine's UTC time is "
                                 f"{chef_timestamp()}); fix the clock here or on the server")
         if status == 401:
-            raise ConfigError(f"Chef server at {self.url} rejected client '{self.client}': "
+            raise ConfigError(f"Chef server at {self.shown} rejected client '{self.client}': "
                               f"{_server_message(response)}; check {self.setting}.client and "
                               f"{self.setting}.key")
         if 300 <= status < 400:
             target = printable(response.headers.get("Location", "elsewhere"))
-            raise ConfigError(f"{self.setting}.url: Chef server at {self.url} redirects "
+            raise ConfigError(f"{self.setting}.url: Chef server at {self.shown} redirects "
                               f"{method} {path.lstrip('/')} to {target}; set {self.setting}.url "
                               f"to the address it redirects to")
         if status >= 400:
             message = _server_message(response)
             what = f"{method} {path.lstrip('/')}"
             hint = (f"; client '{self.client}' lacks permission" if status == 403 else "")
-            raise ChefRequestError(f"Chef server at {self.url}: {what} failed with HTTP "
+            raise ChefRequestError(f"Chef server at {self.shown}: {what} failed with HTTP "
                                    f"{status}: {message}{hint}", status=status,
                                    server_message=message)
         if not response.content:
@@ -388,7 +390,7 @@ class ChefClient:
         try:
             return response.json()
         except ValueError:
-            raise DockshipError(f"Chef server at {self.url}: {method} {path.lstrip('/')} "
+            raise DockshipError(f"Chef server at {self.shown}: {method} {path.lstrip('/')} "
                                 f"answered HTTP {status} with non-JSON content; is "
                                 f"{self.setting}.url a Chef server?") from None
 
@@ -439,13 +441,13 @@ class ChefClient:
             page = self.request("GET" if body is None else "POST", path, json_body=body,
                                 params=params)
         except ChefRequestError as exc:
-            raise ChefRequestError(f"Chef server at {self.url} refused the search of "
+            raise ChefRequestError(f"Chef server at {self.shown} refused the search of "
                                    f"{index!r} for {query!r} (HTTP {exc.status}): "
                                    f"{exc.server_message}", status=exc.status,
                                    server_message=exc.server_message) from None
         page_rows = page.get("rows") if isinstance(page, dict) else None
         if not isinstance(page_rows, list):
-            raise DockshipError(f"Chef server at {self.url}: search of {index!r} answered "
+            raise DockshipError(f"Chef server at {self.shown}: search of {index!r} answered "
                                 f"without a list of rows; is this a Chef server?")
         return page_rows
 
@@ -482,7 +484,7 @@ class ChefClient:
             if len(page_rows) < rows:
                 return found
             rows *= 4
-        raise DockshipError(f"Chef server at {self.url}: the search of {index!r} for "
+        raise DockshipError(f"Chef server at {self.shown}: the search of {index!r} for "
                             f"{query!r} kept returning full pages up to {rows // 4} rows; "
                             f"retry when the server is quieter")
 

@@ -217,9 +217,20 @@ def _config(args: argparse.Namespace):
     from dockship.config import config_path, load
 
     config = load(config_path(args.config))
+    _remember_url_secrets(config)
     for warning in config.warnings:
         err.print(Text.assemble(("warning: ", "bold yellow"), safe(warning)), soft_wrap=True)
     return config
+
+
+def _remember_url_secrets(config) -> None:
+    """Credentials written into URLs of the config are scrubbed from every output from now on,
+    even where they appear outside a URL (a server echoing a token, say)."""
+    from dockship import redact
+
+    urls = [config.index_url] + [e.chef.url for e in config.environments.values() if e.chef]
+    for url in urls:
+        redact.remember(*redact.url_secrets(url))
 
 
 def _emit_json(obj: Any) -> None:

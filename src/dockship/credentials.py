@@ -32,6 +32,7 @@ from pathlib import Path
 
 from docker import auth as docker_auth
 
+from dockship.redact import remember
 from dockship.errors import UsageError, printable
 
 ENV_USER = "DOCKSHIP_REGISTRY_USER"
@@ -101,6 +102,7 @@ def registry_credentials(registry: str, *, environ: Mapping[str, str] = os.envir
         if not password:
             raise UsageError(f"{ENV_USER} is set but {ENV_PASSWORD} is not: set both, or neither "
                              "to use the Docker config's credentials")
+        remember(password)
         return Credentials(user, password, source=f"{ENV_USER}/{ENV_PASSWORD}")
 
     path = docker_config if docker_config is not None else docker_config_path(environ)
@@ -110,9 +112,10 @@ def registry_credentials(registry: str, *, environ: Mapping[str, str] = os.envir
     host = _hostname(registry)
 
     found = _from_credential_store(host, config, path, environ, helper_timeout)
-    if found is not None:
-        return found
-    return _from_auths(host, config, path)
+    found = found if found is not None else _from_auths(host, config, path)
+    if found is not None:     # whatever prints from now on never shows it (redact.py)
+        remember(found.password)
+    return found
 
 
 def _read_docker_config(path: Path) -> dict | None:

@@ -32,6 +32,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from dockship import __version__, deadline
+from dockship.redact import redact_url
 from dockship.errors import DockshipError, Unreachable, UsageError, printable
 from dockship.failures import http_failure
 from dockship.tags import is_final, newest, parse_version
@@ -298,12 +299,8 @@ def parse_project_list(body: bytes, content_type: str, url: str) -> list[str]:
 
 
 def _shown(url: str) -> str:
-    """A URL fit for a message: without a password, user name or query."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    if "@" in parts.netloc:
-        netloc = "***@" + netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    """A URL fit for a message (redact.redact_url: no password, user name, token or query)."""
+    return redact_url(url)
 
 
 def _check_name(name: str) -> str:

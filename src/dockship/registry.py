@@ -41,7 +41,8 @@ import requests
 from dockship import __version__, deadline
 from dockship.credentials import Credentials, login_hint
 from dockship.errors import DockshipError, Unreachable, UsageError, printable
-from dockship.failures import http_failure, without_credentials
+from dockship.failures import http_failure
+from dockship.redact import redact_url
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -385,7 +386,7 @@ class RegistryClient:
         why = ("plain http on another origin than the registry's" if scheme == "http"
                else "not an https URL")
         raise DockshipError(f"registry {self.registry} names token service "
-                            f"{printable(without_credentials(realm))}, {why}; dockship does not "
+                            f"{printable(redact_url(realm))}, {why}; dockship does not "
                             f"send it the credentials of {self.credentials.describe()}: the "
                             "token service must use https or the registry's own address")
 
