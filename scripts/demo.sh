@@ -21,16 +21,8 @@ $PY -m dockship build hello-svc
 step "dockship build hello-svc 1.0.0 again: same inputs, nothing to do"
 $PY -m dockship build hello-svc 1.0.0
 
-step "tags in the registry"
-$PY - <<'PYEOF'
-import json, subprocess, sys
-from dockship.registry import RegistryClient
-status = json.loads(subprocess.run([sys.executable, "-m", "dockship", "lab", "status", "--json"],
-                                   check=True, capture_output=True, text=True).stdout)
-with RegistryClient(status["registry"]) as reg:
-    for tag in reg.tags("hello"):
-        print(f"{status['registry']}/hello:{tag}  {reg.manifest_digest('hello', tag)}")
-PYEOF
+step "dockship versions hello   (the registry's tags, newest first, and where each runs)"
+$PY -m dockship versions hello
 
 step "dockship roll --env lab --tag 1.0.0 --dry-run"
 $PY -m dockship roll --env lab --tag 1.0.0 --dry-run
@@ -44,11 +36,20 @@ $PY -m dockship roll --env lab --tag 1.1.0
 step "dockship status --env lab"
 $PY -m dockship status --env lab
 
+step "dockship lock status --env lab   (no roll running: unlocked)"
+$PY -m dockship lock status --env lab
+
+step "dockship logs --env lab --tail 3"
+$PY -m dockship logs --env lab --tail 3
+
 step "make rollback TAG=1.0.0 ENV=lab"
 make --no-print-directory rollback TAG=1.0.0 ENV=lab
 
 step "dockship status --env lab"
 $PY -m dockship status --env lab
+
+step "dockship versions hello"
+$PY -m dockship versions hello
 
 step "dockship history --env lab"
 $PY -m dockship history --env lab
