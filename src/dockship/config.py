@@ -26,8 +26,8 @@ DEFAULT_CONFIG = "dockship.toml"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_PARALLEL = 16                   # node engines talked to at once: one round for most fleets
 DEFAULT_LOCK_TTL = 1800.0     # seconds a deploy lock outlives its last renewal (design §9)
-HOOK_NAMES = ("pre_build", "post_build", "pre_roll", "pre_node", "post_node",
-              "post_roll", "on_failure")
+HOOK_NAMES = ("pre_roll", "pre_node", "post_node", "post_roll", "on_failure")
+BUILD_HOOK_NAMES = ("pre_build", "post_build")     # in [build.hooks]: a build has no environment
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _IMAGE_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
@@ -164,6 +164,8 @@ class Environment:
 class BuildSettings:
     template: Path | None        # None: the template shipped with dockship
     base_image: str = DEFAULT_BASE_IMAGE
+    network: bool = False        # true: the template's RUN steps get a network (its own apt-get)
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -236,10 +238,15 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, path: Path | None = None) 
     r.known(index, "index", ("url",))
     r.known(registry_t, "registry", ("url",))
     build_t = r.table(data, "build")
-    r.known(build_t, "build", ("template", "base_image"))
+    r.known(build_t, "build", ("template", "base_image", "network", "hooks"))
     template = r.path(build_t, "build.template")
+    build_hooks_t = r.table(build_t, "hooks", at="build.hooks")
+    r.known(build_hooks_t, "build.hooks", BUILD_HOOK_NAMES)
     build = BuildSettings(template=template,
-                          base_image=r.string(build_t, "build.base_image") or DEFAULT_BASE_IMAGE)
+                          base_image=r.string(build_t, "build.base_image") or DEFAULT_BASE_IMAGE,
+                          network=r.boolean(build_t, "build.network", default=False),
+                          hooks=MappingProxyType({k: argv for k in BUILD_HOOK_NAMES
+                                                  if (argv := r.argv(build_hooks_t, f"build.hooks.{k}"))}))
 
     services = {name: _service(r, name, tbl) for name, tbl in r.table(data, "services").items()
                 if r.is_table(tbl, f"services.{name}")}
@@ -357,7 +364,11 @@ def _environment(r: _Reader, name: str, t: Mapping[str, Any]) -> Environment:
                                                     default=False),
                       zones=tuple(zones), bake=bake)
     hooks_t = r.table(t, "hooks", at=f"{at}.hooks")
-    r.known(hooks_t, f"{at}.hooks", HOOK_NAMES)
+    for k in BUILD_HOOK_NAMES:
+        if k in hooks_t:
+            r.error(f"{at}.hooks.{k}", f"{k} runs around `dockship build`, which has no environment;"
+                    f" move it to [build.hooks]")
+    r.known({k: v for k, v in hooks_t.items() if k not in BUILD_HOOK_NAMES}, f"{at}.hooks", HOOK_NAMES)
     hooks = {k: argv for k in HOOK_NAMES if (argv := r.argv(hooks_t, f"{at}.hooks.{k}"))}
     balancer = _balancer(r, f"{at}.balancer", r.table(t, "balancer", at=f"{at}.balancer")) \
         if "balancer" in t else None
