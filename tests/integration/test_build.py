@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from pathlib import Path
 
@@ -222,3 +224,87 @@ def test_a_local_build_of_the_version_on_the_index_is_not_what_gets_installed(la
     assert out["tag"] == "1.0.0"
     labels = RegistryClient(lab["registry"]).image_labels(image_of(name), "1.0.0")
     assert f"{name}==1.0.0" in labels["io.dockship.pip-freeze"].splitlines()
+
+
+# --- hermetic builds: the wheelhouse resolved on the build side, no network inside ---------
+
+def upload(lab: dict, files) -> None:
+    """Upload distributions to the lab index with twine, as a release pipeline does."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TWINE_USERNAME="dockship", TWINE_PASSWORD="unused", TWINE_NON_INTERACTIVE="1")
+    subprocess.run([sys.executable, "-m", "twine", "upload", "--disable-progress-bar",
+                    "--repository-url", lab["index_upload_url"], *map(str, files)],
+                   check=True, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def with_deps(lab, run_id, tmp_path_factory) -> str:
+    """A service `wk{run}-svc` in two releases over the same three dependencies (one of them
+    needing a fourth), each dependency a real wheel on the lab index."""
+    from wheelkit import make_wheel
+
+    out = tmp_path_factory.mktemp("dists")
+    p = f"wk{run_id}"
+    files = [make_wheel(out, f"{p}-alpha", "1.0", [f"{p}-delta>=1"], payload=200_000),
+             make_wheel(out, f"{p}-beta", "2.0", payload=200_000),
+             make_wheel(out, f"{p}-gamma", "0.3", payload=200_000),
+             make_wheel(out, f"{p}-delta", "1.1", payload=200_000)]
+    for version in ("1.0.0", "1.1.0"):
+        files.append(make_wheel(out, f"{p}-svc", version, [f"{p}-alpha", f"{p}-beta>=2", f"{p}-gamma"]))
+    upload(lab, files)
+    return f"{p}-svc"
+
+
+def test_credentials_in_the_index_url_reach_no_image_and_no_output(lab, with_deps, tmp_path):
+    import subprocess
+
+    password = f"Pw-{with_deps}-s3cret"
+    index_url = lab["index_url"].replace("http://", f"http://ci-user:{password}@")
+    config = write_config(tmp_path / "dockship.toml", lab, with_deps, index_url=index_url)
+    proc = dockship("--config", str(config), "build", with_deps, "1.0.0", "--no-push", "--json")
+    out = json_out(proc)
+    assert password not in proc.stdout + proc.stderr and "ci-user" not in proc.stdout + proc.stderr
+    image = out["image"]
+    for argv in (["docker", "history", "--no-trunc", image], ["docker", "inspect", image]):
+        text = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        assert image.split(":")[0].split("/")[-1] in text or argv[1] == "history"
+        assert password not in text and "ci-user" not in text, argv
+    saved = tmp_path / "image.tar"
+    subprocess.run(["docker", "save", "-o", str(saved), image], check=True)
+    found = []
+    with tarfile.open(saved) as outer:
+        for member in outer.getmembers():
+            if not member.isfile():
+                continue
+            data = outer.extractfile(member).read()
+            if password.encode() in data:
+                found.append(member.name)
+            if member.name.endswith("layer.tar"):
+                with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                    for f in layer.getmembers():
+                        if f.isfile() and password.encode() in layer.extractfile(f).read():
+                            found.append(f"{member.name}:{f.name}")
+    assert found == []
+    # the dependencies were installed from the wheelhouse, all four of them
+    freeze = subprocess.run(["docker", "inspect", "--format",
+                             '{{ index .Config.Labels "io.dockship.pip-freeze" }}', image],
+                            check=True, capture_output=True, text=True).stdout
+    prefix = with_deps.removesuffix("-svc")
+    assert {f"{prefix}-alpha==1.0", f"{prefix}-beta==2.0", f"{prefix}-gamma==0.3",
+            f"{prefix}-delta==1.1", f"{with_deps}==1.0.0"} <= set(freeze.replace("_", "-").split())
+
+
+def test_the_build_itself_has_no_network(lab, with_deps, tmp_path):
+    # a template whose RUN step tries to reach the lab index: it cannot, unless build.network opts in
+    text, _ = load_template(None)
+    probe = ("RUN python3 -c \"import urllib.request; urllib.request.urlopen('"
+             + lab["index_url"] + "', timeout=3)\"\n")
+    template = tmp_path / "Dockerfile.template"
+    template.write_text(text.replace("{{ package_layer }}", probe + "{{ package_layer }}"))
+    config = write_config(tmp_path / "dockship.toml", lab, with_deps, template=str(template))
+    refused = dockship("--config", str(config), "build", with_deps, "1.0.0", "--no-push")
+    assert refused.returncode == 1, refused.stderr
+    assert "build of" in refused.stderr
