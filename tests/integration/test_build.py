@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -240,22 +241,25 @@ def upload(lab: dict, files) -> None:
                    check=True, capture_output=True, text=True, env=env)
 
 
-@pytest.fixture(scope="module")
-def with_deps(lab, run_id, tmp_path_factory) -> str:
-    """A service `wk{run}-svc` in two releases over the same three dependencies (one of them
-    needing a fourth), each dependency a real wheel on the lab index."""
+def publish_family(lab: dict, prefix: str, out: Path, versions=("1.0.0", "1.1.0")) -> str:
+    """A service `{prefix}-svc` in `versions` over the same dependencies alpha, beta, gamma
+    (alpha needing delta), each a real wheel of 200 kB on the lab index; returns its name."""
     from wheelkit import make_wheel
 
-    out = tmp_path_factory.mktemp("dists")
-    p = f"wk{run_id}"
-    files = [make_wheel(out, f"{p}-alpha", "1.0", [f"{p}-delta>=1"], payload=200_000),
-             make_wheel(out, f"{p}-beta", "2.0", payload=200_000),
-             make_wheel(out, f"{p}-gamma", "0.3", payload=200_000),
-             make_wheel(out, f"{p}-delta", "1.1", payload=200_000)]
-    for version in ("1.0.0", "1.1.0"):
-        files.append(make_wheel(out, f"{p}-svc", version, [f"{p}-alpha", f"{p}-beta>=2", f"{p}-gamma"]))
+    files = [make_wheel(out, f"{prefix}-alpha", "1.0", [f"{prefix}-delta>=1"], payload=200_000),
+             make_wheel(out, f"{prefix}-beta", "2.0", payload=200_000),
+             make_wheel(out, f"{prefix}-gamma", "0.3", payload=200_000),
+             make_wheel(out, f"{prefix}-delta", "1.1", payload=200_000)]
+    for version in versions:
+        files.append(make_wheel(out, f"{prefix}-svc", version,
+                                [f"{prefix}-alpha", f"{prefix}-beta>=2", f"{prefix}-gamma"]))
     upload(lab, files)
-    return f"{p}-svc"
+    return f"{prefix}-svc"
+
+
+@pytest.fixture(scope="module")
+def with_deps(lab, run_id, tmp_path_factory) -> str:
+    return publish_family(lab, f"wk{run_id}", tmp_path_factory.mktemp("dists"))
 
 
 def test_credentials_in_the_index_url_reach_no_image_and_no_output(lab, with_deps, tmp_path):
@@ -308,3 +312,57 @@ def test_the_build_itself_has_no_network(lab, with_deps, tmp_path):
     refused = dockship("--config", str(config), "build", with_deps, "1.0.0", "--no-push")
     assert refused.returncode == 1, refused.stderr
     assert "build of" in refused.stderr
+
+
+def manifest_layers(lab: dict, repo: str, tag: str) -> list[str]:
+    """The layer digests of repo:tag as the registry serves them (its v2 API, the lab's CA)."""
+    ca = Path("/etc/docker/certs.d") / lab["registry"] / "ca.crt"
+    resp = requests.get(f"https://{lab['registry']}/v2/{repo}/manifests/{tag}", verify=str(ca), timeout=10,
+                        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    resp.raise_for_status()
+    return [layer["digest"] for layer in resp.json()["layers"]]
+
+
+def test_the_pinned_set_is_in_the_image_and_part_of_the_same_inputs(lab, run_id, tmp_path):
+    import hashlib
+    import subprocess
+
+    from wheelkit import make_wheel
+
+    prefix = f"wp{run_id}"
+    service = publish_family(lab, prefix, tmp_path, versions=("1.0.0",))
+    config = write_config(tmp_path / "dockship.toml", lab, service)
+    first = json_out(dockship("--config", str(config), "build", service, "1.0.0", "--json"))
+    pins = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "cat",
+                           first["image"], "/opt/dockship/pins.txt"],
+                          check=True, capture_output=True, text=True).stdout
+    assert [line.split()[0] for line in pins.splitlines()] == [
+        f"{prefix}-alpha==1.0", f"{prefix}-beta==2.0", f"{prefix}-delta==1.1", f"{prefix}-gamma==0.3",
+        f"{service}==1.0.0"]
+    assert all(re.fullmatch(r"\S+==\S+ \S+ sha256:[0-9a-f]{64}", line) for line in pins.splitlines())
+    labels = RegistryClient(lab["registry"]).image_labels(image_of(service), "1.0.0")
+    assert labels["io.dockship.pins.sha256"] == hashlib.sha256(pins.encode()).hexdigest()
+
+    again = dockship("--config", str(config), "build", service, "1.0.0", "--json")
+    assert json_out(again)["pushed"] is False and "already built" in again.stderr
+
+    # a new release of a dependency that the service's range admits: other inputs, same tag
+    upload(lab, [make_wheel(tmp_path, f"{prefix}-gamma", "0.4")])
+    refused = dockship("--config", str(config), "build", service, "1.0.0")
+    assert refused.returncode == 2, refused.stderr
+    assert "already exists with different content (pins.sha256 differ)" in refused.stderr
+
+
+def test_two_releases_with_the_same_dependencies_share_every_dependency_layer(lab, with_deps, tmp_path):
+    config = write_config(tmp_path / "dockship.toml", lab, with_deps)
+    for version in ("1.0.0", "1.1.0"):
+        json_out(dockship("--config", str(config), "build", with_deps, version, "--json"))
+    old, new = (manifest_layers(lab, image_of(with_deps), v) for v in ("1.0.0", "1.1.0"))
+    assert len(old) == len(new)
+    # the base image's, user, venv, then COPY + RUN per dependency (four), then the package's
+    # COPY + RUN (the labelled commit adds no layer): everything below the last two is the same blob
+    own = 2
+    shared = [a == b for a, b in zip(old, new)]
+    assert shared[:-own] == [True] * (len(old) - own), shared
+    assert len(old) - own >= 3 + 2 * 4
+    assert old[-own] != new[-own]        # the package's own wheel differs
