@@ -16,6 +16,7 @@ context, the labels or any output.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import io
@@ -32,6 +33,7 @@ from dockship.config import Config, Service
 from dockship.credentials import Credentials, registry_credentials
 from dockship.streams import StreamError, build_engine, drain
 from dockship.errors import DockshipError, UsageError
+from dockship.hooks import HookContext, HookFailed, run_hook
 from dockship.index import IndexClient, Release
 from dockship.registry import RegistryClient
 from dockship.resolve import pins_text
@@ -335,12 +337,51 @@ def push(client: docker.DockerClient, ref: str, *, credentials: Credentials | No
     raise StreamError(f"push of {ref}", "the engine reported no digest")
 
 
+@dataclass(frozen=True)
+class BuildHookContext(HookContext):
+    """What `[build.hooks]` see (design §10): a build has no environment, service or node, so
+    only the package, its version and the image, plus the outcome for post_build."""
+
+    package: str = ""
+    version: str = ""
+    image: str = ""
+    digest: str | None = None        # set for post_build: the registry digest ("" with --no-push)
+    pushed: bool = False
+
+    def variables(self) -> dict[str, str]:
+        out = {"DOCKSHIP_PACKAGE": self.package, "DOCKSHIP_VERSION": self.version,
+               "DOCKSHIP_IMAGE": self.image}
+        if self.digest is not None:
+            out.update(DOCKSHIP_DIGEST=self.digest, DOCKSHIP_PUSHED="1" if self.pushed else "0")
+        return out
+
+
 def build(config: Config, package: str, opts: BuildOptions, *,
           observer: BuildObserver | None = None) -> BuildResult:
-    """Plan and execute one build: the library entry point behind `dockship build`."""
+    """Plan and execute one build: the library entry point behind `dockship build`.
+
+    pre_build runs once the version is known and before anything is built (a failure stops
+    the build, exit 1); post_build after every successful build, a no-op included."""
+    observer = observer or Silent()
     client = build_engine()
     creds = registry_credentials(config.registry) if opts.push else None
     registry = RegistryClient(config.registry, credentials=creds) if opts.push else None
     plan = plan_build(config, package, opts, client=client, registry=registry, observer=observer)
-    return execute_build(plan, client=client, credentials=creds, registry=registry,
-                         observer=observer)
+    ctx = BuildHookContext(env="", service="", deploy_id="", package=plan.package,
+                           version=plan.version, image=plan.ref)
+    if config.build.hooks.get("pre_build"):
+        observer.stage("running the pre_build hook")
+        run_hook(config.build.hooks, "pre_build", ctx)
+    result = execute_build(plan, client=client, credentials=creds, registry=registry,
+                           observer=observer)
+    if config.build.hooks.get("post_build"):
+        observer.stage("running the post_build hook")
+        try:
+            run_hook(config.build.hooks, "post_build",
+                     dataclasses.replace(ctx, digest=result.digest or "", pushed=result.pushed))
+        except HookFailed as exc:
+            done = f"pushed as {result.digest}" if result.pushed else "left as it was"
+            raise HookFailed("post_build", tuple(config.build.hooks["post_build"]),
+                             f"{str(exc).split(') ', 1)[-1]} after the build; {plan.ref} was"
+                             f" {done}") from None
+    return result

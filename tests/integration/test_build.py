@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 import time
@@ -366,3 +367,54 @@ def test_two_releases_with_the_same_dependencies_share_every_dependency_layer(la
     assert shared[:-own] == [True] * (len(old) - own), shared
     assert len(old) - own >= 3 + 2 * 4
     assert old[-own] != new[-own]        # the package's own wheel differs
+
+
+# --- [build.hooks] --------------------------------------------------------------------------
+
+# Records the build's variables (a runner's own DOCKSHIP_* settings left out) and exits as told.
+HOOK = ("import json, os, sys; open(sys.argv[1], 'a').write(json.dumps({k: v for k, v in os.environ.items()"
+        " if k in ('DOCKSHIP_PACKAGE', 'DOCKSHIP_VERSION', 'DOCKSHIP_IMAGE', 'DOCKSHIP_DIGEST',"
+        " 'DOCKSHIP_PUSHED')}) + '\\n'); sys.exit(int(sys.argv[2]))")
+
+
+def hooked_config(tmp_path: Path, lab: dict, package: str, *, pre_exit: int = 0) -> tuple[Path, Path]:
+    import sys
+
+    config = write_config(tmp_path / "dockship.toml", lab, package)
+    record = tmp_path / "hooks.jsonl"
+    with config.open("a") as f:
+        f.write("\n[build.hooks]\n"
+                f"pre_build = {json.dumps([sys.executable, '-c', HOOK, str(record), str(pre_exit)])}\n"
+                f"post_build = {json.dumps([sys.executable, '-c', HOOK, str(record), '0'])}\n")
+    return config, record
+
+
+def test_build_hooks_run_around_every_build_a_no_op_included(lab, run_id, tmp_path):
+    from publish import publish
+
+    name = f"hello-h{run_id}"
+    publish("1.0.0", index_url=lab["index_url"], upload_url=lab["index_upload_url"], name=name)
+    config, record = hooked_config(tmp_path, lab, name)
+    first = json_out(dockship("--config", str(config), "build", name, "1.0.0", "--json"))
+    again = json_out(dockship("--config", str(config), "build", name, "1.0.0", "--json"))
+    seen = [json.loads(line) for line in record.read_text().splitlines()]
+    image = f"{lab['registry']}/{image_of(name)}:1.0.0"
+    common = {"DOCKSHIP_PACKAGE": name, "DOCKSHIP_VERSION": "1.0.0", "DOCKSHIP_IMAGE": image}
+    assert seen == [common,
+                    {**common, "DOCKSHIP_DIGEST": first["digest"], "DOCKSHIP_PUSHED": "1"},
+                    common,
+                    {**common, "DOCKSHIP_DIGEST": again["digest"], "DOCKSHIP_PUSHED": "0"}]
+    assert again["digest"] == first["digest"]
+
+
+def test_a_failing_pre_build_hook_stops_the_build_before_anything_is_pushed(lab, run_id, tmp_path):
+    from publish import publish
+
+    name = f"hello-f{run_id}"
+    publish("1.0.0", index_url=lab["index_url"], upload_url=lab["index_upload_url"], name=name)
+    config, record = hooked_config(tmp_path, lab, name, pre_exit=3)
+    proc = dockship("--config", str(config), "build", name, "1.0.0")
+    assert proc.returncode == 1, proc.stderr
+    assert "hook pre_build" in proc.stderr and "exited 3" in proc.stderr
+    assert len(record.read_text().splitlines()) == 1          # post_build did not run
+    assert RegistryClient(lab["registry"]).manifest_digest(image_of(name), "1.0.0") is None
