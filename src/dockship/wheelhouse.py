@@ -238,6 +238,21 @@ def sdist_builder(client: docker.DockerClient, index_url: str, base: str, base_i
     return build_wheel
 
 
+def build_output(log: str) -> list[str]:
+    """The lines of a failed ``pip wheel`` that say why: the build backend's own output
+    (pip frames it between "[N lines of output]" and "[end of output]"), else pip's last lines."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    framed, inside = [], False
+    for ln in lines:
+        if ln.endswith("lines of output]"):
+            framed, inside = [], True
+        elif ln == "[end of output]":
+            inside = False
+        elif inside:
+            framed.append(ln)
+    return framed or [ln for ln in lines if not ln.startswith(("note:", "hint:", "×", "╰─>", "│"))]
+
+
 def _build_in_container(client: docker.DockerClient, base: str, base_id: str, pin: Pin,
                         sdist: Path) -> Path:
     what = f"dependency {pin.name} {pin.version} ({pin.filename})"
@@ -262,8 +277,8 @@ def _build_in_container(client: docker.DockerClient, base: str, base_id: str, pi
             raise SdistBuildFailed(f"{what}: building its sdist took more than"
                                    f" {SDIST_BUILD_TIMEOUT}s; publish a wheel of it") from None
         if status.get("StatusCode") != 0:
-            log = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
-            tail = " | ".join(ln.strip() for ln in log.splitlines()[-4:])
+            log = container.logs(stdout=True, stderr=True).decode(errors="replace")
+            tail = " | ".join(build_output(log)[-3:])
             raise SdistBuildFailed(f"{what}: its sdist did not build into a wheel in a container"
                                    f" of {base} with no network (exit {status.get('StatusCode')}):"
                                    f" {tail[:500]}; publish a wheel of it, or make its build"

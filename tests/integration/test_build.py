@@ -418,3 +418,79 @@ def test_a_failing_pre_build_hook_stops_the_build_before_anything_is_pushed(lab,
     assert "hook pre_build" in proc.stderr and "exited 3" in proc.stderr
     assert len(record.read_text().splitlines()) == 1          # post_build did not run
     assert RegistryClient(lab["registry"]).manifest_digest(image_of(name), "1.0.0") is None
+
+
+# --- bad dependencies: the package named, a clear exit, nothing pushed ----------------------
+
+@pytest.fixture(scope="module")
+def local_index(lab, run_id, tmp_path_factory):
+    """A PEP 503 index served from a directory over HTTP on 127.0.0.1, with one service per case:
+    a dependency only as an sdist (good, or broken), missing, only for another platform, or
+    listed with a sha256 its file does not have."""
+    from wheelkit import make_sdist, make_wheel, serve, write_index
+
+    out = tmp_path_factory.mktemp("local-index")
+    p = f"wb{run_id}"
+    files = [make_wheel(out, f"{p}-srcok", "1.0", [f"{p}-sdist-ok"]),
+             make_sdist(out, f"{p}-sdist-ok", "0.5", [f"{p}-plain"]),
+             make_wheel(out, f"{p}-plain", "1.0"),
+             make_wheel(out, f"{p}-srcbad", "1.0", [f"{p}-sdist-bad"]),
+             make_sdist(out, f"{p}-sdist-bad", "0.5", broken=True),
+             make_wheel(out, f"{p}-ghost", "1.0", [f"{p}-missing>=1"]),
+             make_wheel(out, f"{p}-native", "1.0", [f"{p}-winonly"]),
+             make_wheel(out, f"{p}-winonly", "1.0", tag="cp311-cp311-win_amd64"),
+             make_wheel(out, f"{p}-tampered", "1.0", [f"{p}-changed"]),
+             make_wheel(out, f"{p}-changed", "1.0")]
+    write_index(out / "index", files, wrong_hash=[f"{p}_changed-1.0-py3-none-any.whl"])
+    with serve(out / "index") as url:
+        yield p, url
+
+
+def build_from(local_index, lab, tmp_path, service: str):
+    prefix, url = local_index
+    config = write_config(tmp_path / "dockship.toml", lab, f"{prefix}-{service}", index_url=url)
+    return dockship("--config", str(config), "build", f"{prefix}-{service}", "1.0", "--json")
+
+
+def assert_nothing_pushed(lab, local_index, service: str) -> None:
+    assert RegistryClient(lab["registry"]).manifest_digest(
+        image_of(f"{local_index[0]}-{service}"), "1.0") is None
+
+
+def test_a_dependency_only_published_as_an_sdist_is_built_with_no_network(lab, local_index, tmp_path):
+    out = json_out(build_from(local_index, lab, tmp_path, "srcok"))
+    prefix = local_index[0]
+    labels = RegistryClient(lab["registry"]).image_labels(image_of(f"{prefix}-srcok"), "1.0")
+    freeze = labels["io.dockship.pip-freeze"].replace("_", "-").split()
+    assert {f"{prefix}-sdist-ok==0.5", f"{prefix}-plain==1.0", f"{prefix}-srcok==1.0"} <= set(freeze)
+    assert out["pushed"] is True
+
+
+def test_an_sdist_that_fails_to_build_is_exit_1_naming_it(lab, local_index, tmp_path):
+    proc = build_from(local_index, lab, tmp_path, "srcbad")
+    assert proc.returncode == 1, proc.stderr
+    assert f"dependency {local_index[0]}-sdist-bad 0.5" in proc.stderr
+    assert "did not build into a wheel" in proc.stderr and "broken on purpose" in proc.stderr
+    assert_nothing_pushed(lab, local_index, "srcbad")
+
+
+def test_a_dependency_missing_from_the_index_is_exit_2_naming_it(lab, local_index, tmp_path):
+    proc = build_from(local_index, lab, tmp_path, "ghost")
+    assert proc.returncode == 2, proc.stderr
+    assert f"dependency {local_index[0]}-missing" in proc.stderr and "is not on index" in proc.stderr
+    assert_nothing_pushed(lab, local_index, "ghost")
+
+
+def test_no_wheel_for_the_image_platform_is_exit_2_naming_it(lab, local_index, tmp_path):
+    proc = build_from(local_index, lab, tmp_path, "native")
+    assert proc.returncode == 2, proc.stderr
+    assert f"dependency {local_index[0]}-winonly" in proc.stderr
+    assert "no wheel for the image's platform" in proc.stderr and "win_amd64" in proc.stderr
+    assert_nothing_pushed(lab, local_index, "native")
+
+
+def test_a_hash_mismatch_is_exit_1_naming_the_package(lab, local_index, tmp_path):
+    proc = build_from(local_index, lab, tmp_path, "tampered")
+    assert proc.returncode == 1, proc.stderr
+    assert f"dependency {local_index[0]}-changed" in proc.stderr and "sha256" in proc.stderr
+    assert_nothing_pushed(lab, local_index, "tampered")

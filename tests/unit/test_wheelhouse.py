@@ -202,3 +202,15 @@ def test_a_base_image_that_reports_no_tags_is_bad_input():
     for text in ("", "not json", '{"version": "3"}', '{"version": "3", "implementation": "cp", "tags": []}'):
         with pytest.raises(UsageError, match="base image img"):
             parse_probe(text, "img")
+
+
+def test_a_failed_sdist_build_is_explained_by_the_backend_output_not_pip_boilerplate():
+    from dockship.wheelhouse import build_output
+
+    log = ("Processing /tmp/x.tar.gz\n  error: subprocess-exited-with-error\n\n"
+           "  × Preparing metadata (pyproject.toml) did not run successfully.\n  │ exit code: 1\n"
+           "  ╰─> [2 lines of output]\n      Traceback ...\n      this sdist is broken\n"
+           "      [end of output]\n  note: This error originates from a subprocess\n"
+           "error: metadata-generation-failed\nhint: See above for details.\n")
+    assert build_output(log) == ["Traceback ...", "this sdist is broken"]
+    assert build_output("ERROR: no setuptools\nhint: x\n") == ["ERROR: no setuptools"]
