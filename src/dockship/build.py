@@ -40,7 +40,8 @@ from dockship.resolve import pins_text
 from dockship.tags import tag_for
 from dockship.target import Target, probe_target
 from dockship.template import TemplateValues, load_template, render
-from dockship.wheelhouse import PinnedSet, context_tar, layer_groups, materialize, pin_all, sdist_builder
+from dockship.pinning import pin_release
+from dockship.wheelhouse import PinnedSet, context_tar, layer_groups, materialize, sdist_builder
 
 # The labels that define a tag's content; compared to decide "same build".
 INPUT_LABELS = (L.PACKAGE_SHA256, L.PINS_SHA256, L.DOCKERFILE_SHA256, L.BASE_DIGEST)
@@ -157,9 +158,9 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     observer.stage(f"pinning {release.name}=={version} and its dependencies")
     target = probe_target(client, config.build.base_image, base_digest)
     requirement = f"{release.name}{'===' if release.local_twins else '=='}{version}"
-    pinned = pin_all(config.index_url, requirement, target,
-                     build_wheel=sdist_builder(client, config.index_url, config.build.base_image,
-                                               base_digest))
+    pinned = pin_release(config.index_url, release, requirement, target,
+                         build_wheel=sdist_builder(client, config.index_url, config.build.base_image,
+                                                   base_digest))
     pins = pins_text(pinned.pins)
     groups = layer_groups([p.name for p in pinned.pins if p.name != release.name])
     values = TemplateValues(base_image=config.build.base_image, package=release.name,

@@ -90,9 +90,13 @@ def parse_report(report: Mapping, *, index_url: str) -> list[Pin]:
     return sorted(pins, key=lambda p: p.name)
 
 
-def _shown(url: str) -> str:
+def without_auth(url: str) -> str:
+    """`url` without user name and password: fit for messages, pins and caches."""
     parts = urlsplit(url)
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+_shown = without_auth
 
 
 def _pip_env(index_url: str) -> dict[str, str]:
@@ -112,9 +116,14 @@ def scrub(text: str, index_url: str) -> str:
     return text
 
 
-def resolve(index_url: str, requirement: str, target: Target, *,
+def resolve(index_url: str, requirement: str | Sequence[str], target: Target, *,
             find_links: Path | None = None, timeout: float = RESOLVE_TIMEOUT) -> list[Pin]:
-    """Every file that installing `requirement` on `target` takes, its dependencies included."""
+    """Every file that installing `requirement` (one, or several together) on `target`
+    takes, dependencies included."""
+    requirements = [requirement] if isinstance(requirement, str) else list(requirement)
+    if not requirements:
+        return []
+    shown_req = ", ".join(requirements)
     with tempfile.TemporaryDirectory(prefix="dockship-resolve-") as tmp:
         report = Path(tmp) / "report.json"
         argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
@@ -122,12 +131,12 @@ def resolve(index_url: str, requirement: str, target: Target, *,
                 *target.pip_args()]
         if find_links is not None:
             argv += ["--find-links", str(find_links)]
-        argv.append(requirement)
+        argv += ["--", *requirements]
         try:
             proc = subprocess.run(argv, env=_pip_env(index_url), capture_output=True, text=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL, cwd=tmp)
         except subprocess.TimeoutExpired:
-            raise Unreachable(f"resolving {requirement} on index {_shown(index_url)} took more than"
+            raise Unreachable(f"resolving {shown_req} on index {_shown(index_url)} took more than"
                               f" {timeout:.0f}s") from None
         if proc.returncode != 0:
             raise _failure(scrub(proc.stderr + proc.stdout, index_url), index_url, target)

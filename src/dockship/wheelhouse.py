@@ -32,7 +32,7 @@ from packaging.utils import canonicalize_name
 
 from dockship.errors import DockshipError, UsageError
 from dockship.index import HashMismatch, download_verified
-from dockship.resolve import NeedsSdist, Pin, resolve
+from dockship.resolve import NeedsSdist, Pin, resolve, without_auth
 from dockship.target import Target
 
 #: Dependency layers at most: each takes two image layers (COPY, RUN) and Docker allows 127.
@@ -84,7 +84,7 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pin_all(index_url: str, requirement: str, target: Target, *,
+def pin_all(index_url: str, requirement: str | Sequence[str], target: Target, *,
             build_wheel: Callable[[Pin, Path], Wheel] | None = None) -> PinnedSet:
     """The whole pinned set of `requirement`; sdists are built with `build_wheel` (none: refused)."""
     built: dict[str, Wheel] = {}
@@ -98,7 +98,7 @@ def pin_all(index_url: str, requirement: str, target: Target, *,
                     raise UsageError(f"dependency {need.requirement.name} is on the index only as"
                                      f" an sdist ({sdist.filename}); publish a wheel of it") from None
                 pin = Pin(name=canonicalize_name(need.requirement.name), version=str(sdist.version),
-                          filename=sdist.filename, url=_without_auth(sdist.url),
+                          filename=sdist.filename, url=without_auth(sdist.url),
                           sha256=sdist.sha256 or "")
                 wheel = build_wheel(pin, Path(links))
                 shutil.copy2(wheel.path, Path(links) / wheel.filename)
@@ -120,12 +120,6 @@ def pin_all(index_url: str, requirement: str, target: Target, *,
             final.append(pin)
     return PinnedSet(pins=tuple(sorted(final, key=lambda p: p.name)),
                      built=tuple(sorted(used, key=lambda w: w.pin.name)))
-
-
-def _without_auth(url: str) -> str:
-    from urllib.parse import urlsplit
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def fetch(index_url: str, pin: Pin) -> Path:
