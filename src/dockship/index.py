@@ -540,18 +540,17 @@ def download_verified(index_url: str, url: str, sha256: str, dest: Path, *, what
 
 
 def page_digests(client: IndexClient, names: Iterable[str]) -> dict[str, str]:
-    """sha256 of each project's index page as the index serves it now (8 requests at a time):
-    a resolution made from these pages holds while they are unchanged."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(name: str) -> tuple[str, str]:
+    """sha256 of each project's index page as the index serves it now: a resolution made
+    from these pages holds while they are unchanged. One after another on one kept-alive
+    connection: pypiserver serves one connection at a time, and 12 pages read in parallel
+    took 1.1 s there against 0.13 s in turn."""
+    out = {}
+    for name in sorted(set(names)):
         canonical = _check_name(name)
         r = client._get(client.url + canonical + "/")
         if r.status_code in (404, 410):
-            return canonical, ""
+            out[canonical] = ""
+            continue
         client._raise_for_status(r, f"package {name!r}")
-        return canonical, hashlib.sha256(r.content).hexdigest()
-
-    names = sorted(set(names))
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(names)))) as pool:
-        return dict(pool.map(one, names))
+        out[canonical] = hashlib.sha256(r.content).hexdigest()
+    return out
