@@ -135,7 +135,7 @@ def test_a_dependency_only_on_the_index_as_an_sdist_is_built_by_the_builder_give
 
 def test_materialize_sends_verified_files_in_layers_below_the_package(tmp_path, dists, cache):
     files = [make_wheel(dists, "svc", "1.0", ["dep-b", "dep-c"]), make_wheel(dists, "dep-b", "1.0"),
-             make_wheel(dists, "dep-c", "1.0")]
+             make_wheel(dists, "dep-c", "1.0", payload=5000)]     # the bigger one goes lowest
     with index_of(tmp_path, files) as url:
         pinned = pin_all(url, "svc==1.0", HOST)
         wheels = materialize(url, pinned)
@@ -146,11 +146,11 @@ def test_materialize_sends_verified_files_in_layers_below_the_package(tmp_path, 
         names = tar.getnames()
         read = lambda n: tar.extractfile(n).read().decode()   # noqa: E731
         assert all(m.mtime == 0 for m in tar.getmembers())
-        assert names == ["Dockerfile", "wheelhouse/01/dep_b-1.0-py3-none-any.whl",
-                         "wheelhouse/01/requirements.txt", "wheelhouse/02/dep_c-1.0-py3-none-any.whl",
+        assert names == ["Dockerfile", "wheelhouse/01/dep_c-1.0-py3-none-any.whl",
+                         "wheelhouse/01/requirements.txt", "wheelhouse/02/dep_b-1.0-py3-none-any.whl",
                          "wheelhouse/02/requirements.txt", "wheelhouse/service/svc-1.0-py3-none-any.whl",
                          "wheelhouse/service/requirements.txt", "wheelhouse/service/pins.txt"]
-        assert read("wheelhouse/01/requirements.txt").startswith("dep-b==1.0 --hash=sha256:")
+        assert read("wheelhouse/01/requirements.txt").startswith("dep-c==1.0 --hash=sha256:")
         assert len(read("wheelhouse/service/requirements.txt").splitlines()) == 3
         assert read("wheelhouse/service/pins.txt") == pins_text(pinned.pins)
 
