@@ -452,11 +452,6 @@ def build_from(local_index, lab, tmp_path, service: str):
     return dockship("--config", str(config), "build", f"{prefix}-{service}", "1.0", "--json")
 
 
-def assert_nothing_pushed(lab, local_index, service: str) -> None:
-    assert RegistryClient(lab["registry"]).manifest_digest(
-        image_of(f"{local_index[0]}-{service}"), "1.0") is None
-
-
 def test_a_dependency_only_published_as_an_sdist_is_built_with_no_network(lab, local_index, tmp_path):
     out = json_out(build_from(local_index, lab, tmp_path, "srcok"))
     prefix = local_index[0]
@@ -466,31 +461,17 @@ def test_a_dependency_only_published_as_an_sdist_is_built_with_no_network(lab, l
     assert out["pushed"] is True
 
 
-def test_an_sdist_that_fails_to_build_is_exit_1_naming_it(lab, local_index, tmp_path):
-    proc = build_from(local_index, lab, tmp_path, "srcbad")
-    assert proc.returncode == 1, proc.stderr
-    assert f"dependency {local_index[0]}-sdist-bad 0.5" in proc.stderr
-    assert "did not build into a wheel" in proc.stderr and "broken on purpose" in proc.stderr
-    assert_nothing_pushed(lab, local_index, "srcbad")
-
-
-def test_a_dependency_missing_from_the_index_is_exit_2_naming_it(lab, local_index, tmp_path):
-    proc = build_from(local_index, lab, tmp_path, "ghost")
-    assert proc.returncode == 2, proc.stderr
-    assert f"dependency {local_index[0]}-missing" in proc.stderr and "is not on index" in proc.stderr
-    assert_nothing_pushed(lab, local_index, "ghost")
-
-
-def test_no_wheel_for_the_image_platform_is_exit_2_naming_it(lab, local_index, tmp_path):
-    proc = build_from(local_index, lab, tmp_path, "native")
-    assert proc.returncode == 2, proc.stderr
-    assert f"dependency {local_index[0]}-winonly" in proc.stderr
-    assert "no wheel for the image's platform" in proc.stderr and "win_amd64" in proc.stderr
-    assert_nothing_pushed(lab, local_index, "native")
-
-
-def test_a_hash_mismatch_is_exit_1_naming_the_package(lab, local_index, tmp_path):
-    proc = build_from(local_index, lab, tmp_path, "tampered")
-    assert proc.returncode == 1, proc.stderr
-    assert f"dependency {local_index[0]}-changed" in proc.stderr and "sha256" in proc.stderr
-    assert_nothing_pushed(lab, local_index, "tampered")
+@pytest.mark.parametrize(("service", "exit_code", "named", "says"), [
+    ("srcbad", 1, "sdist-bad 0.5", ("did not build into a wheel", "broken on purpose")),
+    ("ghost", 2, "missing", ("is not on index",)),
+    ("native", 2, "winonly", ("no wheel for the image's platform", "win_amd64")),
+    ("tampered", 1, "changed", ("sha256", "nothing was built or pushed")),
+], ids=["sdist-fails-to-build", "missing-from-index", "no-wheel-for-platform", "hash-mismatch"])
+def test_a_bad_dependency_ends_with_it_named_a_clear_exit_and_nothing_pushed(
+        lab, local_index, tmp_path, service, exit_code, named, says):
+    proc = build_from(local_index, lab, tmp_path, service)
+    assert proc.returncode == exit_code, proc.stderr
+    assert f"dependency {local_index[0]}-{named}" in proc.stderr
+    assert all(text in proc.stderr for text in says), proc.stderr
+    assert RegistryClient(lab["registry"]).manifest_digest(
+        image_of(f"{local_index[0]}-{service}"), "1.0") is None
