@@ -86,7 +86,7 @@ def parse_report(report: Mapping, *, index_url: str) -> list[Pin]:
                                 f" or URL for {item!r:.200}")
         filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
         pins.append(Pin(name=canonicalize_name(name), version=str(version), filename=filename,
-                        url=url, sha256=str(hashes.get("sha256", "")).lower()))
+                        url=without_auth(url), sha256=str(hashes.get("sha256", "")).lower()))
     return sorted(pins, key=lambda p: p.name)
 
 

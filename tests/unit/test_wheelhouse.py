@@ -181,6 +181,10 @@ def test_pip_report_is_read_into_pins():
     assert parse_report(report, index_url="http://i/simple/") == [
         Pin("dep-b", "1.0", "dep_b-1.0-py3-none-any.whl", "http://i/files/dep_b-1.0-py3-none-any.whl",
             "ab" * 32)]
+    secret = {"install": [{"metadata": {"name": "a", "version": "1"},
+                           "download_info": {"url": "http://u:pw@i/files/a-1-py3-none-any.whl"}}]}
+    assert parse_report(secret, index_url="http://u:pw@i/simple/")[0].url == \
+        "http://i/files/a-1-py3-none-any.whl"
     with pytest.raises(DockshipError, match="lacks a name"):
         parse_report({"install": [{"metadata": {}}]}, index_url="http://u:p@i/simple/")
 
