@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """dockship's benchmark (issue 4): ratios measured side by side, in one run, on the lab.
 
-    .venv/bin/python bench/run.py [--runs 5] [--only 1,2,3,4,5,6] [--no-write]
+    .venv/bin/python bench/run.py [--runs 5] [--only 1,2,3,4,5,6,7] [--no-write]
 
 Prints one table (every figure as median and min–max over --runs runs) and
 writes it to bench/RESULTS.md with the date and the machine. What each
@@ -483,7 +483,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.runs = args.runs
-        self.only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6"}
+        self.only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7"}
         self.run_id = uuid.uuid4().hex[:6]
         self.package = f"bench-svc-{self.run_id}"
         self.image = f"bench/{self.package}"
@@ -682,20 +682,22 @@ class Bench:
     # -- figure 4: build ------------------------------------------------------------------------------
 
     def raw_build(self, version: str) -> float:
-        """docker build + docker push of the Dockerfile dockship renders for this version."""
-        from dockship.template import TemplateValues, load_template, render
-        text, source = load_template(None)
-        dockerfile = render(text, TemplateValues(
-            base_image=self.lab.base_image, package=self.package, version=version,
-            index_url=self.lab.index_url, port=PORTS[SVC_ROLL], command=("hello-svc",),
-            image=self.image), source=source)
+        """docker build + docker push of the very context dockship sends for this version (its
+        Dockerfile and verified wheelhouse, made before the clock starts), with no network."""
+        from buildbench import raw_context
         from dockship.tags import parse_version, tag_for
+        import io
+        import tarfile
+        context = self.tmp / f"context-{version}"
+        with tarfile.open(fileobj=io.BytesIO(raw_context(self.lab, self.package, version,
+                                                         self.image))) as tar:
+            tar.extractall(context, filter="data")
         ref = f"{self.lab.registry}/{self.image}:{tag_for(parse_version(version))}"
         env = {**clean_env(), "DOCKER_BUILDKIT": "0"}
         docker_cli = shutil.which("docker") or "docker"
         t0 = time.monotonic()
-        run([docker_cli, "build", "--network", "host", "--rm", "--force-rm", "-t", ref, "-"],
-            input=dockerfile, env=env, what=f"docker build of {ref}")
+        run([docker_cli, "build", "--network", "none", "--rm", "--force-rm", "-t", ref,
+             str(context)], env=env, what=f"docker build of {ref}")
         run([docker_cli, "push", ref], env=env, what=f"docker push of {ref}")
         return time.monotonic() - t0
 
@@ -1045,6 +1047,9 @@ class Bench:
                 self.guard("4", lambda: self.fig_4(ds_builds, raw_builds))
             if "5" in self.only:
                 self.guard("5", lambda: self.fig_5(a, b))
+            if "7" in self.only:
+                from buildbench import figure_7
+                self.guard("7", lambda: figure_7(self, sys.modules[__name__]))
             if need_bench and self.bench_nodes:
                 if "6" in self.only:
                     self.guard("6", lambda: self.fig_6(a, b))

@@ -54,14 +54,17 @@ def has_version(index_url: str, name: str, version: str) -> bool:
     return stem in resp.text
 
 
-def build_wheel(version: str, behaviour: str, out: Path, *, name: str = "hello-svc") -> Path:
-    """A wheel of the example package at `version`, behaving as `behaviour`."""
+def build_wheel(version: str, behaviour: str, out: Path, *, name: str = "hello-svc",
+                requires: tuple[str, ...] = ()) -> Path:
+    """A wheel of the example package at `version`, behaving as `behaviour`, declaring
+    `requires` as its dependencies (the service itself uses none of them)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(SOURCE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
         pyproject = src / "pyproject.toml"
         text = re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject.read_text())
         text = re.sub(r'(?m)^name = ".*"$', f'name = "{name}"', text, count=1)
+        text = re.sub(r'(?m)^dependencies = \[\]$', f'dependencies = {json.dumps(list(requires))}', text)
         pyproject.write_text(text)
         (src / "src" / "hello_svc" / "behaviour.py").write_text(f'BEHAVIOUR = "{behaviour}"\n')
         subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
@@ -74,12 +77,12 @@ def build_wheel(version: str, behaviour: str, out: Path, *, name: str = "hello-s
 
 
 def publish(version: str, *, index_url: str, upload_url: str, behaviour: str = "ok",
-            name: str = "hello-svc") -> bool:
+            name: str = "hello-svc", requires: tuple[str, ...] = ()) -> bool:
     """Build and upload one version; False if the index already had it."""
     if has_version(index_url, name, version):
         return False
     with tempfile.TemporaryDirectory() as out:
-        wheel = build_wheel(version, behaviour, Path(out), name=name)
+        wheel = build_wheel(version, behaviour, Path(out), name=name, requires=requires)
         env = dict(os.environ, TWINE_USERNAME="dockship", TWINE_PASSWORD="unused",
                    TWINE_NON_INTERACTIVE="1")
         subprocess.run([sys.executable, "-m", "twine", "upload", "--disable-progress-bar",

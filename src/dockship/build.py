@@ -1,19 +1,25 @@
 """`dockship build`: one package version from the index → one immutable image tag.
 
-Planned first (`plan_build`: resolve the version, render the Dockerfile, pin
-the base image, look the tag up in the registry), then executed
-(`execute_build`). A tag is immutable: its identity is the *inputs* recorded
-in its labels (package file digests, rendered Dockerfile digest, base image
-id), because image builds are not bit-reproducible. Same inputs → a no-op;
-different inputs → refused unless forced.
+Planned first (`plan_build`: resolve the version, pin the base image, ask it
+which wheels it installs, pin the whole dependency set on the build side,
+render the Dockerfile, look the tag up in the registry), then executed
+(`execute_build`: download and verify the wheelhouse, build with no network,
+push). A tag is immutable: its identity is the *inputs* recorded in its
+labels (package file digests, the pinned set's digest, rendered Dockerfile
+digest, base image id), because image builds are not bit-reproducible. Same
+inputs → a no-op; different inputs → refused unless forced.
+
+Index credentials stay on the build side: pip gets them in its environment,
+downloads use them, and nothing of them reaches the Dockerfile, the build
+context, the labels or any output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import io
-import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
@@ -27,13 +33,18 @@ from dockship.config import Config, Service
 from dockship.credentials import Credentials, registry_credentials
 from dockship.streams import StreamError, build_engine, drain
 from dockship.errors import DockshipError, UsageError
+from dockship.hooks import HookContext, HookFailed, run_hook
 from dockship.index import IndexClient, Release
 from dockship.registry import RegistryClient
+from dockship.resolve import pins_text
 from dockship.tags import tag_for
+from dockship.target import Target, probe_target
 from dockship.template import TemplateValues, load_template, render
+from dockship.pinning import pin_release
+from dockship.wheelhouse import PinnedSet, context_tar, layer_groups, materialize, sdist_builder
 
 # The labels that define a tag's content; compared to decide "same build".
-INPUT_LABELS = (L.PACKAGE_SHA256, L.DOCKERFILE_SHA256, L.BASE_DIGEST)
+INPUT_LABELS = (L.PACKAGE_SHA256, L.PINS_SHA256, L.DOCKERFILE_SHA256, L.BASE_DIGEST)
 
 
 @runtime_checkable
@@ -91,6 +102,10 @@ class BuildPlan:
     action: Action
     existing_digest: str | None
     push: bool
+    index_url: str = ""              # with its credentials: used on the build side only
+    pinned: PinnedSet = PinnedSet(())
+    target: Target | None = None
+    network: bool = False            # build.network: the template's RUN steps get a network
 
     @property
     def ref(self) -> str:
@@ -133,23 +148,33 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     observer = observer or Silent()
     image, svc = service_for(config, package)
     dist = svc.package if svc else package
-    release = IndexClient(config.index_url).resolve(dist, opts.version, pre=opts.pre)
+    with IndexClient(config.index_url) as index:
+        release = index.resolve(dist, opts.version, pre=opts.pre)
     version = str(release.version)
     tag = tag_for(release.version)
     text, source = load_template(config.build.template)
-    values = TemplateValues(base_image=config.build.base_image, package=release.name,
-                            version=version, index_url=config.index_url,
-                            port=svc.port if svc else 8000,
-                            command=svc.command if svc else (), image=image,
-                            exact=bool(release.local_twins))
-    dockerfile = render(text, values, source=source)
     client = client or build_engine()
     base_digest = _base_digest(client, config.build.base_image, pull=opts.pull, observer=observer)
+    observer.stage(f"pinning {release.name}=={version} and its dependencies")
+    target = probe_target(client, config.build.base_image, base_digest)
+    requirement = f"{release.name}{'===' if release.local_twins else '=='}{version}"
+    pinned = pin_release(config.index_url, release, requirement, target,
+                         build_wheel=sdist_builder(client, config.index_url, config.build.base_image,
+                                                   base_digest))
+    pins = pins_text(pinned.pins)
+    groups = layer_groups([p.name for p in pinned.pins if p.name != release.name])
+    values = TemplateValues(base_image=config.build.base_image, package=release.name,
+                            version=version, index_url=_without_credentials(config.index_url),
+                            port=svc.port if svc else 8000,
+                            command=svc.command if svc else (), image=image,
+                            exact=bool(release.local_twins), dependency_groups=len(groups))
+    dockerfile = render(text, values, source=source)
     inputs = {
         L.PACKAGE: release.name,
         L.VERSION: version,
         L.INDEX: _without_credentials(config.index_url),
         L.PACKAGE_SHA256: release.sha256,
+        L.PINS_SHA256: hashlib.sha256(pins.encode()).hexdigest(),
         L.DOCKERFILE_SHA256: hashlib.sha256(dockerfile.encode()).hexdigest(),
         L.BASE_IMAGE: config.build.base_image,
         L.BASE_DIGEST: base_digest,
@@ -175,7 +200,9 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     return BuildPlan(package=release.name, version=version, tag=tag, repository=repository,
                      release=release, dockerfile=dockerfile, template_source=source,
                      base_image=config.build.base_image, base_digest=base_digest,
-                     input_labels=inputs, action=action, existing_digest=existing, push=opts.push)
+                     input_labels=inputs, action=action, existing_digest=existing, push=opts.push,
+                     index_url=config.index_url, pinned=pinned, target=target,
+                     network=config.build.network)
 
 
 def _without_credentials(url: str) -> str:
@@ -214,8 +241,14 @@ def execute_build(plan: BuildPlan, *, client: docker.DockerClient | None = None,
         return BuildResult(plan.package, plan.version, plan.tag, plan.ref, plan.existing_digest,
                            pushed=False, action=plan.action)
     client = client or build_engine()
-    observer.stage(f"building {plan.ref} from {plan.package}=={plan.version}")
-    built = _docker_build(client, plan.dockerfile, observer=observer, what=f"build of {plan.ref}")
+    observer.stage(f"downloading and checking {len(plan.pinned.pins)} files for {plan.ref}")
+    wheels = materialize(plan.index_url, plan.pinned)
+    context = io.BytesIO()
+    context_tar(plan.dockerfile, wheels, plan.package, pins_text(plan.pinned.pins), context)
+    observer.stage(f"building {plan.ref} from {plan.package}=={plan.version}"
+                   f"{'' if plan.network else ' with no network'}")
+    built = _docker_build(client, context, observer=observer, what=f"build of {plan.ref}",
+                          network=plan.network)
     freeze = _pip_freeze(client, built)
     labels = {
         "org.opencontainers.image.title": plan.package,
@@ -242,19 +275,14 @@ def execute_build(plan: BuildPlan, *, client: docker.DockerClient | None = None,
                        pushed=plan.push, action=plan.action, labels=labels)
 
 
-def _docker_build(client: docker.DockerClient, dockerfile: str, *, observer: BuildObserver, what: str) -> str:
-    """Build a context holding only the Dockerfile; return the image id."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        info.mtime = 0
-        tar.addfile(info, io.BytesIO(data))
+def _docker_build(client: docker.DockerClient, context: io.BytesIO, *, observer: BuildObserver,
+                  what: str, network: bool) -> str:
+    """Build the context (a tar holding the Dockerfile and the wheelhouse); return the image id.
+    No network unless the config opts in (build.network), then the engine's default one."""
     context.seek(0)
     chunks = drain(client.api.build(fileobj=context, custom_context=True,
-                                    network_mode="host", rm=True, forcerm=True, pull=False,
-                                    decode=True),
+                                    network_mode="default" if network else "none",
+                                    rm=True, forcerm=True, pull=False, decode=True),
                    what, observer.build_chunk)
     for chunk in reversed(chunks):
         aux = chunk.get("aux")
@@ -310,12 +338,51 @@ def push(client: docker.DockerClient, ref: str, *, credentials: Credentials | No
     raise StreamError(f"push of {ref}", "the engine reported no digest")
 
 
+@dataclass(frozen=True)
+class BuildHookContext(HookContext):
+    """What `[build.hooks]` see (design §10): a build has no environment, service or node, so
+    only the package, its version and the image, plus the outcome for post_build."""
+
+    package: str = ""
+    version: str = ""
+    image: str = ""
+    digest: str | None = None        # set for post_build: the registry digest ("" with --no-push)
+    pushed: bool = False
+
+    def variables(self) -> dict[str, str]:
+        out = {"DOCKSHIP_PACKAGE": self.package, "DOCKSHIP_VERSION": self.version,
+               "DOCKSHIP_IMAGE": self.image}
+        if self.digest is not None:
+            out.update(DOCKSHIP_DIGEST=self.digest, DOCKSHIP_PUSHED="1" if self.pushed else "0")
+        return out
+
+
 def build(config: Config, package: str, opts: BuildOptions, *,
           observer: BuildObserver | None = None) -> BuildResult:
-    """Plan and execute one build: the library entry point behind `dockship build`."""
+    """Plan and execute one build: the library entry point behind `dockship build`.
+
+    pre_build runs once the version is known and before anything is built (a failure stops
+    the build, exit 1); post_build after every successful build, a no-op included."""
+    observer = observer or Silent()
     client = build_engine()
     creds = registry_credentials(config.registry) if opts.push else None
     registry = RegistryClient(config.registry, credentials=creds) if opts.push else None
     plan = plan_build(config, package, opts, client=client, registry=registry, observer=observer)
-    return execute_build(plan, client=client, credentials=creds, registry=registry,
-                         observer=observer)
+    ctx = BuildHookContext(env="", service="", deploy_id="", package=plan.package,
+                           version=plan.version, image=plan.ref)
+    if config.build.hooks.get("pre_build"):
+        observer.stage("running the pre_build hook")
+        run_hook(config.build.hooks, "pre_build", ctx)
+    result = execute_build(plan, client=client, credentials=creds, registry=registry,
+                           observer=observer)
+    if config.build.hooks.get("post_build"):
+        observer.stage("running the post_build hook")
+        try:
+            run_hook(config.build.hooks, "post_build",
+                     dataclasses.replace(ctx, digest=result.digest or "", pushed=result.pushed))
+        except HookFailed as exc:
+            done = f"pushed as {result.digest}" if result.pushed else "left as it was"
+            raise HookFailed("post_build", tuple(config.build.hooks["post_build"]),
+                             f"{str(exc).split(') ', 1)[-1]} after the build; {plan.ref} was"
+                             f" {done}") from None
+    return result

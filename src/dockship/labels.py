@@ -26,6 +26,7 @@ PACKAGE = f"{ROOT}.package"
 VERSION = f"{ROOT}.version"
 INDEX = f"{ROOT}.index"
 PACKAGE_SHA256 = f"{ROOT}.package.sha256"
+PINS_SHA256 = f"{ROOT}.pins.sha256"          # sha256 of /opt/dockship/pins.txt: the pinned set
 DOCKERFILE_SHA256 = f"{ROOT}.dockerfile.sha256"
 BASE_IMAGE = f"{ROOT}.base.image"
 BASE_DIGEST = f"{ROOT}.base.digest"

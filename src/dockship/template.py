@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_TEMPLATE_SOURCE", "PLACEHOLDERS", "TemplateValues", "load_te
 
 #: Every placeholder a template may use.
 PLACEHOLDERS = ("base_image", "package", "version", "requirement", "index_url", "pip_index_args",
-                "port", "cmd_json", "image", "user")
+                "port", "cmd_json", "image", "user", "dependency_layers", "package_layer")
 DEFAULT_TEMPLATE_SOURCE = "dockship's default Dockerfile.template"
 
 # {{ name }}, or a quoted literal brace pair: {{ '{{' }} / {{ "}}" }}.
@@ -61,6 +61,7 @@ class TemplateValues:
     image: str
     user: str = "app"
     exact: bool = False     # the index also holds a local build of this version
+    dependency_groups: int = 0   # layers of dependencies in the wheelhouse (wheelhouse/01, 02, ...)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "command", tuple(self.command))
@@ -83,6 +84,10 @@ class TemplateValues:
         if any(not isinstance(arg, str) or "\n" in arg or "\r" in arg for arg in self.command):
             raise UsageError(f"template value command: every argument must be a one-line string,"
                              f" got {list(self.command)!r}")
+        if isinstance(self.dependency_groups, bool) or not isinstance(self.dependency_groups, int) \
+                or not 0 <= self.dependency_groups <= 99:
+            raise UsageError("template value dependency_groups must be a number from 0 to 99,"
+                             f" got {self.dependency_groups!r}")
         if urlsplit(self.index_url).scheme not in ("http", "https"):
             raise UsageError(f"template value index_url: {self.index_url!r} is not an http(s) URL")
 
@@ -104,7 +109,27 @@ class TemplateValues:
             "cmd_json": json.dumps(list(self.cmd)),
             "image": self.image,
             "user": self.user,
+            "dependency_layers": dependency_layers(self.dependency_groups),
+            "package_layer": PACKAGE_LAYER,
         }
+
+
+# The wheelhouse in the build context (wheelhouse.context_tar) is installed with no index and
+# every file's hash: one COPY + RUN per dependency group, then the package's own wheel, the
+# requirements of the whole set (so pip checks nothing is missing) and the pin file.
+_INSTALL = "python3 -m pip install --no-cache-dir --no-index --require-hashes"
+PACKAGE_LAYER = ("COPY wheelhouse/service/ /opt/dockship/\n"
+                 f"RUN {_INSTALL} --find-links /opt/dockship -r /opt/dockship/requirements.txt")
+
+
+def dependency_layers(groups: int) -> str:
+    """The Dockerfile lines that install dependency groups 1..`groups`, one layer pair each."""
+    if not groups:
+        return "# (no dependencies)"
+    return "\n".join(f"COPY wheelhouse/{i:02d}/ /opt/dockship/wheelhouse/{i:02d}/\n"
+                     f"RUN {_INSTALL} --no-deps --find-links /opt/dockship/wheelhouse/{i:02d}"
+                     f" -r /opt/dockship/wheelhouse/{i:02d}/requirements.txt"
+                     for i in range(1, groups + 1))
 
 
 def _is_loopback(host: str) -> bool:
