@@ -43,15 +43,13 @@ class RollOptions:
 
 
 def services_for(config: Config, env: Environment, service: str | None) -> list[Service]:
-    """The named service, or every service of the config (each filtered to its nodes later)."""
+    """The named service, or every service of the config (each filtered to its nodes later),
+    as `env` runs it: its [environments.NAME.services.X] settings applied."""
     if service is not None:
-        if service not in config.services:
-            names = ", ".join(sorted(config.services)) or "none"
-            raise UsageError(f"unknown service '{service}'; services in the config: {names}")
-        return [config.services[service]]
+        return [config.service_for(env.name, service)]
     if not config.services:
         raise UsageError("the config defines no [services.NAME]; add one to roll it")
-    return list(config.services.values())
+    return config.services_in(env.name)
 
 
 def resolve_target(config: Config, service: Service, tag: str | None,
