@@ -16,6 +16,13 @@ from dockship.servicesecrets import read_dotenv, resolve
 SETTING = "environments.stage.secrets_file"
 
 
+@pytest.fixture(autouse=True)
+def _forget(monkeypatch):
+    """What a test remembers stays in that test (remember is process-wide by design)."""
+    monkeypatch.setattr(redact, "_remembered", set())
+    monkeypatch.setattr(redact, "_remembered_names", set())
+
+
 def _env(tmp_path: Path, text: str | None):
     path = tmp_path / "stage.env"
     if text is not None:
