@@ -168,3 +168,17 @@ def test_an_override_can_make_or_resolve_a_collision_in_one_environment():
     data["services"]["worker"]["role"] = "web"
     data["environments"]["stage"]["services"] = {"worker": {"publish": 8001}}
     assert [p.split(":")[0] for p in _errors(data)] == ["environments.prod"]
+
+
+def test_with_chef_discovery_services_of_one_role_or_none_may_share_a_node(tmp_path):
+    key = tmp_path / "client.pem"
+    key.write_text("x")
+    data = _ports(worker={"publish": 8000})
+    data["environments"] = {"prod": {"chef": {"url": "https://chef.example", "client": "d",
+                                              "key": str(key)}}}
+    parse(data, base_dir=tmp_path)                                 # roles web and jobs
+    data["services"]["worker"]["role"] = "web"
+    assert _errors(data) == [
+        "environments.prod: services api and worker both publish host port 8000 and can run on "
+        "the same node (Chef finds the same nodes for both roles); set another `publish` for one "
+        "(services.worker.publish, or in environments.prod.services.worker)"]
