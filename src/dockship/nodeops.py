@@ -25,6 +25,7 @@ from dockship.fleet import NodeEngine
 from dockship.health import Verdict
 from dockship.nodestate import Running
 from dockship.probe import wait_healthy
+from dockship.redact import known
 from dockship.runtime import Runtime
 
 
@@ -133,7 +134,10 @@ class DockerNode:
                             check=check, cancel=cancel, on_update=on_update)
 
     def logs(self, cid: str, lines: int = 20) -> list[str]:
-        return logs_tail(self._container(cid), lines)   # best effort: [] if the engine is gone
+        # Best effort ([] if the engine is gone). The lines go to the report and history: a
+        # service that prints a secret it was given must not put it there.
+        secrets = known()
+        return [secrets.scrub(line) for line in logs_tail(self._container(cid), lines)]
 
     def prune(self, keep: int, protect: set[str]) -> list[str]:
         return prune(containers_of(self.engine.client, self.service.name), keep, protect=protect)
