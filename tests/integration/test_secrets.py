@@ -1,6 +1,6 @@
 """Secrets, per-environment settings, settings drift and the host port on the lab (design §11).
 
-The module rolls its own service (`svcs`, container port 18500, a fresh
+The module rolls its own service (`svcs`, container port 18650, a fresh
 package per session) through the real CLI onto the lab's engines, and reads
 the nodes back through their local sockets. Each test starts from a clean
 slate (cleanup), so none depends on another's order.
@@ -21,8 +21,8 @@ from rollkit import make_fleet, wait_for
 pytestmark = pytest.mark.lab
 
 SERVICE = "svcs"
-PORT = 18500
-EDGE_PORT = 18501          # where environment `edge` publishes the same container port
+PORT = 18650
+EDGE_PORT = 18651          # where environment `edge` publishes the same container port
 
 
 @pytest.fixture(scope="module")
