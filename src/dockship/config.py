@@ -26,6 +26,7 @@ records other modules already build by hand in tests.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import re
 import string
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -66,17 +67,46 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Publish:
+    """Where a node publishes the container port: `publish = 8080` or "127.0.0.1:8080"."""
+
+    port: int | None = None     # the host port; None: the container port
+    address: str | None = None  # the host IP it is bound to; None: every interface
+
+    def reach(self, node_address: str) -> str:
+        """Where a probe from this host finds the port: the bound address when it is one
+        specific, routable IP of the node, else the node's address."""
+        if self.address is None:
+            return node_address
+        ip = ipaddress.ip_address(self.address)
+        return node_address if ip.is_unspecified or ip.is_loopback else self.address
+
+    def overlaps(self, other: Publish) -> bool:
+        """Two bindings of one host port that the node could not both make."""
+        return self.address is None or other.address is None or self.address == other.address \
+            or ipaddress.ip_address(self.address).is_unspecified \
+            or ipaddress.ip_address(other.address).is_unspecified
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     package: str
     image: str
-    port: int
+    port: int                   # the container port
     role: str | None
     command: tuple[str, ...]
     env: Mapping[str, str]
     health: HealthCheck
     stop_timeout: float = 10.0  # SIGTERM, then SIGKILL after this many seconds
     retain: int = 3             # old containers kept per service for rollback
+    secrets: tuple[str, ...] = ()   # environment variables whose values come from outside the file
+    publish: Publish = Publish()
+
+    @property
+    def host_port(self) -> int:
+        """The port the node publishes (what health probes and the balancer reach)."""
+        return self.publish.port or self.port
 
 
 @dataclass(frozen=True)
@@ -186,6 +216,10 @@ class Environment:
     hooks: Mapping[str, tuple[str, ...]]
     balancer: BalancerSettings | None = None
     allow_plain_tcp: bool = False   # tcp:// engines without TLS accepted (with a warning)
+    secrets_file: Path | None = None   # dotenv file of service secrets (servicesecrets.py)
+    # services as this environment runs them: [environments.NAME.services.X] applied (only
+    # the services it overrides; the others run as [services.X] says). Config.service_for.
+    services: Mapping[str, Service] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -216,6 +250,19 @@ class Config:
             if normalize_name(svc.name) == wanted:
                 return svc
         return None
+
+    def service_for(self, env: str, name: str) -> Service:
+        """Service `name` as environment `env` runs it (its overrides applied); what every
+        command of an environment uses."""
+        if name not in self.services:
+            names = ", ".join(sorted(self.services)) or "none"
+            raise UsageError(f"unknown service {checks.shown(name)}"
+                             f"{_did_you_mean(name, self.services)}; services in the config: {names}")
+        return self.environment(env).services.get(name) or self.services[name]
+
+    def services_in(self, env: str) -> list[Service]:
+        """Every service as environment `env` runs it, in config order."""
+        return [self.service_for(env, name) for name in self.services]
 
     def environment(self, name: str) -> Environment:
         try:
@@ -272,8 +319,10 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, path: Path | None = None) 
     build = _build(root.table("build"))
     services = {name: _service(t) for name, t in root.table("services").tables(
         checks.service_name_problem)}
-    environments = {name: _environment(t) for name, t in root.table("environments").tables(
-        checks.name_problem)}
+    environments = {name: _environment(t, services) for name, t in root.table(
+        "environments").tables(checks.name_problem)}
+    for name, env in environments.items():
+        _check_ports(r, env, {**services, **env.services})
     r.finish()
     if r.errors:
         raise ConfigError(list(dict.fromkeys(r.errors)))
@@ -298,7 +347,7 @@ def _service(t: _Table) -> Service:
     image = t.value("image", checks.image_problem)
     if image is None and not t.has("image") and (problem := checks.image_problem(name)):
         t.error(None, f"is also the image name, and {problem}; set `image`")
-    return Service(
+    svc = Service(
         name=name,
         package=package,
         image=image or name,
@@ -306,21 +355,138 @@ def _service(t: _Table) -> Service:
         role=t.name("role"),
         command=t.argv("command"),
         env=_env(t.table("env")),
-        health=_health(t.table("health")),
+        health=_health(t.table("health"), HealthCheck()),
         stop_timeout=t.number("stop_timeout", 10.0, 0, HOUR),
         retain=t.integer("retain", 3, 1, 100),
+        secrets=_secret_names(t),
+        publish=_publish(t, Publish()),
     )
+    _check_secret_names(t, svc)
+    return svc
 
 
-def _health(t: _Table) -> HealthCheck:
+OVERRIDABLE = ("env", "secrets", "port", "publish", "command", "health")
+
+
+def _service_override(t: _Table, base: Service) -> Service:
+    """`[environments.E.services.X]` over `base`: env and health merged key by key; secrets,
+    port, publish and command replaced."""
+    svc = replace(
+        base,
+        port=t.port("port", base.port),
+        command=t.argv("command") or base.command,
+        env=MappingProxyType({**base.env, **_env(t.table("env"))}),
+        health=_health(t.table("health"), base.health),
+        secrets=_secret_names(t) if t.has("secrets") else base.secrets,
+        publish=_publish(t, base.publish),
+    )
+    _check_secret_names(t, svc)
+    return svc
+
+
+def _secret_names(t: _Table) -> tuple[str, ...]:
+    """`secrets = ["DATABASE_URL", ...]`: names of environment variables, each once."""
+    v = t.raw("secrets")
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        t.error("secrets", "must be a list of environment variable names, e.g. "
+                f"[\"DATABASE_URL\"], got {checks.shown(v)}")
+        return ()
+    names: list[str] = []
+    for i, item in enumerate(v):
+        if problem := checks.env_var_problem(item):
+            t.item_error("secrets", i, problem)
+        elif item in names:
+            t.item_error("secrets", i, f"{checks.shown(item)} is listed twice")
+        else:
+            names.append(item)
+    return tuple(names)
+
+
+def _check_secret_names(t: _Table, svc: Service) -> None:
+    for name in svc.secrets:
+        if name in svc.env:
+            t.error("secrets", f"{name} is also set in env; a variable is either a literal "
+                    "(env) or a secret (secrets), remove it from one")
+
+
+_PUBLISH_FORM = 'a host port like 8080, or "ADDRESS:PORT" like "127.0.0.1:8080" or "[::1]:8080"'
+
+
+def _publish(t: _Table, default: Publish) -> Publish:
+    """`publish`: the host port, optionally with the host IP it is bound to."""
+    v = t.raw("publish")
+    if v is None:
+        return default
+    if isinstance(v, int) and not isinstance(v, bool):
+        if problem := checks.port_problem(v):
+            t.error("publish", problem)
+            return default
+        return Publish(v)
+    found = _publish_problem(v)
+    if isinstance(found, str):
+        t.error("publish", found)
+        return default
+    return found
+
+
+def _publish_problem(v: Any) -> Publish | str:
+    if not isinstance(v, str) or not v:
+        return f"must be {_PUBLISH_FORM}, got {checks.shown(v)}"
+    host, colon, port_text = v.rpartition(":")
+    if not colon:
+        host, port_text = "", v
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return f"{checks.shown(v)}: an IPv6 address goes in brackets, e.g. \"[::1]:8080\""
+    if not (port_text.isascii() and port_text.isdigit()) or checks.port_problem(int(port_text)):
+        return f"{checks.shown(v)} has a bad port; ports are 1-65535 ({_PUBLISH_FORM})"
+    if host:
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            return (f"{checks.shown(v)}: {checks.shown(host)} is not an IP address (Docker binds "
+                    f"ports to addresses, not names); expected {_PUBLISH_FORM}")
+    return Publish(int(port_text), host or None)
+
+
+def _check_ports(r: _Reader, env: Environment, services: Mapping[str, Service]) -> None:
+    """Two services that can share a node must not publish one host port there."""
+    at = f"environments.{_key_text(env.name)}"
+    listed = list(services.values())
+    for i, a in enumerate(listed):
+        for b in listed[i + 1:]:
+            if a.host_port != b.host_port or not a.publish.overlaps(b.publish):
+                continue
+            where = _shared_node(env, a, b)
+            if where is not None:
+                r.error(at, f"services {a.name} and {b.name} both publish host port "
+                        f"{a.host_port} and can run on the same node ({where}); set another "
+                        f"`publish` for one (services.{b.name}.publish, or in "
+                        f"{at}.services.{b.name})")
+
+
+def _shared_node(env: Environment, a: Service, b: Service) -> str | None:
+    """A node (or a reason) showing `a` and `b` may land on one node, or None."""
+    if env.nodes is not None:
+        both = [n.name for n in env.nodes if n.runs(a.role) and n.runs(b.role)]
+        return f"node {both[0]}" if both else None
+    if a.role is None or b.role is None or a.role == b.role:
+        return "Chef finds the same nodes for both roles"
+    return None
+
+
+def _health(t: _Table, base: HealthCheck) -> HealthCheck:
     problems = len(t.r.errors)
     health = HealthCheck(
-        path=t.value("path", checks.health_path_problem, default="/health"),
-        status=t.integer("status", 200, 100, 599),
-        timeout=t.number("timeout", 30.0, 0.1, HOUR),
-        min_healthy=t.number("min_healthy", 3.0, 0, HOUR),
-        interval=t.number("interval", 0.5, 0.05, 60),
-        rollback_min_healthy=t.number("rollback_min_healthy", 0.0, 0, HOUR),
+        path=t.value("path", checks.health_path_problem, default=base.path),
+        status=t.integer("status", base.status, 100, 599),
+        timeout=t.number("timeout", base.timeout, 0.1, HOUR),
+        min_healthy=t.number("min_healthy", base.min_healthy, 0, HOUR),
+        interval=t.number("interval", base.interval, 0.05, 60),
+        rollback_min_healthy=t.number("rollback_min_healthy", base.rollback_min_healthy, 0, HOUR),
     )
     if len(t.r.errors) == problems:      # compare only values that are themselves right
         for key in ("min_healthy", "rollback_min_healthy"):
@@ -354,7 +520,7 @@ def _env_value_problem(value: Any) -> str | None:
     return None
 
 
-def _environment(t: _Table) -> Environment:
+def _environment(t: _Table, services: Mapping[str, Service]) -> Environment:
     name = t.key
     listed = _nodes(t) if t.has("nodes") else None
     nodes = None if listed is None else tuple(node for _, node in listed)
@@ -383,7 +549,21 @@ def _environment(t: _Table) -> Environment:
     return Environment(name=name, nodes=nodes, chef=chef, ssh=ssh, tls=tls,
                        rollout=_rollout(t.table("rollout")), hooks=MappingProxyType(hooks),
                        balancer=_balancer(t.table("balancer")) if t.has("balancer") else None,
-                       allow_plain_tcp=allow_plain_tcp)
+                       allow_plain_tcp=allow_plain_tcp, secrets_file=t.path("secrets_file"),
+                       services=MappingProxyType(_overrides(t.table("services"), services)))
+
+
+def _overrides(t: _Table, services: Mapping[str, Service]) -> dict[str, Service]:
+    """`[environments.E.services.X]` tables: only services the config defines, only the keys
+    an environment may change (OVERRIDABLE)."""
+    out = {}
+    for name, st in t.tables(checks.service_name_problem):
+        if name not in services:
+            st.error(None, f"no such service{_did_you_mean(name, services)}; services: "
+                     f"{', '.join(services) or 'none'}")
+            continue
+        out[name] = _service_override(st, services[name])
+    return out
 
 
 def _nodes(t: _Table) -> list[tuple[_Table, Node]]:

@@ -20,7 +20,8 @@ import docker.errors
 from dockship.config import Service
 
 from dockship.labels import (DEPLOY_ID, DEPLOYED_AT, DIGEST, ENV, PREVIOUS_DIGEST as PREV_DIGEST,
-                             PREVIOUS_TAG as PREV_TAG, SERVICE, TAG)
+                             PREVIOUS_TAG as PREV_TAG, SERVICE, SETTINGS, TAG)
+from dockship.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class ServiceContainer:
     @property
     def previous_digest(self) -> str | None:
         return self.labels.get(PREV_DIGEST) or None
+
+    @property
+    def settings(self) -> str | None:
+        """The settings label: hashes of its env, secrets, command and ports (runtime.py)."""
+        return self.labels.get(SETTINGS) or None
 
     @property
     def deployed_at(self) -> str:
@@ -140,16 +146,21 @@ def container_name(service: str, tag: str, deploy_id: str) -> str:
 
 def create(client: docker.DockerClient, service: Service, *, env: str, ref: str, tag: str,
            digest: str, deploy_id: str, previous_tag: str | None,
-           previous_digest: str | None) -> ServiceContainer:
-    """Create (not start) the container of `service` at `ref`, labelled with its lineage."""
+           previous_digest: str | None, runtime: Runtime | None = None) -> ServiceContainer:
+    """Create (not start) the container of `service` at `ref`, labelled with its lineage and
+    the hashes of its settings; `runtime` (default: the service's, no secrets) is what it runs
+    with. Secret values go into its environment only."""
+    runtime = runtime or Runtime.of(service)
     labels = {
         SERVICE: service.name, ENV: env, TAG: tag, DIGEST: digest, DEPLOY_ID: deploy_id,
         PREV_TAG: previous_tag or "",
         PREV_DIGEST: previous_digest or "",
         DEPLOYED_AT: datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        SETTINGS: runtime.label(),
     }
+    address = runtime.publish.address
     host_config = client.api.create_host_config(
-        port_bindings={service.port: service.port},
+        port_bindings={runtime.port: (address, runtime.host_port) if address else runtime.host_port},
         restart_policy={"Name": "unless-stopped"},
         init=True,   # PID 1 that forwards SIGTERM: a stop takes 0.15 s, not the 10 s timeout
     )
@@ -157,8 +168,8 @@ def create(client: docker.DockerClient, service: Service, *, env: str, ref: str,
 
     def make() -> dict:
         return client.api.create_container(
-            image=ref, name=name, command=list(service.command) or None,
-            environment=dict(service.env), labels=labels, ports=[service.port],
+            image=ref, name=name, command=list(runtime.command) or None,
+            environment=runtime.environment(), labels=labels, ports=[runtime.port],
             host_config=host_config, stop_timeout=int(service.stop_timeout),
         )
     try:

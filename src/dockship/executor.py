@@ -29,6 +29,7 @@ from dockship.observer import QuietObserver, RollObserver
 from dockship.plan import Batch, RollPlan, StepAction
 from dockship.policies import BatchPolicy, CanaryBake, Failure, OverlapWatch, ZoneCheck
 from dockship.report import NodeOutcome, NodeResult, Result, RollReport
+from dockship.runtime import Runtime
 from dockship.swap import NodeSwap, Swapped, SwapRules
 from dockship.times import format_time, utc_now
 
@@ -42,7 +43,8 @@ class Deployment:
     def __init__(self, plan: RollPlan, *, service: Service, env: Environment,
                  nodes: Mapping[str, NodeOps], observer: RollObserver | None = None,
                  halt: Halt | None = None, kind: str = "roll", balancer: Balancer | None = None,
-                 policies: Sequence[BatchPolicy] | None = None, parallel_limit: int = 16):
+                 policies: Sequence[BatchPolicy] | None = None, parallel_limit: int = 16,
+                 runtime: Runtime | None = None):
         self.plan, self.service, self.env, self.nodes, self.kind = plan, service, env, nodes, kind
         self.observer = observer or QuietObserver()
         self.halt = halt or Halt()
@@ -53,11 +55,12 @@ class Deployment:
         if plan.rollback:   # a rollback to each node's previous version holds its own window
             check = replace(check, min_healthy=check.rollback_min_healthy)
         self.rules = SwapRules(plan, check, service.health, service.stop_timeout, self.gates,
-                               self.halt, self.observer, self.warnings.append)
+                               self.halt, self.observer, self.warnings.append, runtime)
         self.swaps = {s.node.name: NodeSwap(self.rules, nodes[s.node.name], s) for s in plan.steps}
         self.policies = list(policies) if policies is not None else self._default_policies(check)
         self.outcomes = {s.node.name: NodeOutcome(s.node.name, s.node.zone, s.from_tag, s.to_tag,
-                                                  _INITIAL[s.action], 0.0) for s in plan.steps}
+                                                  _INITIAL[s.action], 0.0, changed=s.changed)
+                         for s in plan.steps}
         self.swapped: list[Swapped] = []
         self.started_at = utc_now()
         self._t0 = time.monotonic()
@@ -69,7 +72,7 @@ class Deployment:
         rollout = self.env.rollout
         canary = {s.node.name for b in self.plan.batches if b.canary for s in b.steps}
         out: list[BatchPolicy] = [CanaryBake(rollout.bake, self.plan, self.nodes,
-                                             port=self.service.port,
+                                             port=self.service.host_port,
                                              health_path=self.service.health.path,
                                              cancel=self.halt, observer=self.observer),
                                   ZoneCheck(self.nodes, self.service.health, self.observer)]

@@ -19,6 +19,7 @@ DIGEST = f"{ROOT}.digest"
 DEPLOY_ID = f"{ROOT}.deploy-id"
 PREVIOUS_TAG = f"{ROOT}.previous-tag"
 PREVIOUS_DIGEST = f"{ROOT}.previous-digest"
+SETTINGS = f"{ROOT}.settings"        # salted per-key hashes of its runtime settings (runtime.py)
 DEPLOYED_AT = f"{ROOT}.deployed-at"
 
 # An image's build inputs and provenance (build.py): same inputs, same tag (design §4).

@@ -25,11 +25,14 @@ from dockship.fleet import NodeEngine
 from dockship.health import Verdict
 from dockship.nodestate import Running
 from dockship.probe import wait_healthy
+from dockship.redact import known
+from dockship.runtime import Runtime
 
 
 @dataclass(frozen=True)
 class Launch:
-    """A container to create: the image by digest, and the lineage its labels record."""
+    """A container to create: the image by digest, the lineage its labels record, and the
+    settings it runs with (None: the service's own, without secrets)."""
 
     env: str
     ref: str                 # repository@sha256:..., never a mutable tag
@@ -37,6 +40,7 @@ class Launch:
     digest: str
     deploy_id: str
     previous: Running | None
+    runtime: Runtime | None = None
 
 
 class NodeOps(Protocol):
@@ -57,7 +61,7 @@ class NodeOps(Protocol):
 
 
 def running_of(c: ServiceContainer) -> Running:
-    return Running(c.id, c.name, c.tag, c.digest, c.previous_tag, c.previous_digest)
+    return Running(c.id, c.name, c.tag, c.digest, c.previous_tag, c.previous_digest, c.settings)
 
 
 class DockerNode:
@@ -72,7 +76,8 @@ class DockerNode:
 
     @property
     def address(self) -> str:
-        return self.engine.address
+        """Where the published port answers: the node, or the one address it is bound to."""
+        return self.service.publish.reach(self.engine.address)
 
     def _container(self, cid: str) -> ServiceContainer:
         # By id alone: every verb below is one engine call, with no inspect ahead of it
@@ -112,7 +117,7 @@ class DockerNode:
         return create(self.engine.client, self.service, env=launch.env, ref=launch.ref,
                       tag=launch.tag, digest=launch.digest, deploy_id=launch.deploy_id,
                       previous_tag=prev.tag if prev else None,
-                      previous_digest=prev.digest if prev else None).id
+                      previous_digest=prev.digest if prev else None, runtime=launch.runtime).id
 
     def start(self, cid: str) -> None:
         start(self._container(cid))
@@ -125,11 +130,14 @@ class DockerNode:
 
     def probe(self, cid: str, check: HealthCheck, *, cancel: threading.Event | None = None,
               on_update: Callable[[Verdict], None] | None = None) -> Verdict:
-        return wait_healthy(self._container(cid), address=self.address, port=self.service.port,
+        return wait_healthy(self._container(cid), address=self.address, port=self.service.host_port,
                             check=check, cancel=cancel, on_update=on_update)
 
     def logs(self, cid: str, lines: int = 20) -> list[str]:
-        return logs_tail(self._container(cid), lines)   # best effort: [] if the engine is gone
+        # Best effort ([] if the engine is gone). The lines go to the report and history: a
+        # service that prints a secret it was given must not put it there.
+        secrets = known()
+        return [secrets.scrub(line) for line in logs_tail(self._container(cid), lines)]
 
     def prune(self, keep: int, protect: set[str]) -> list[str]:
         return prune(containers_of(self.engine.client, self.service.name), keep, protect=protect)

@@ -22,6 +22,7 @@ class Running:
     digest: str | None
     previous_tag: str | None = None
     previous_digest: str | None = None
+    settings: str | None = None     # its settings label (runtime.Runtime.label), if it has one
 
 
 @dataclass(frozen=True)

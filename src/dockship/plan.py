@@ -21,6 +21,7 @@ from typing import Any
 from dockship.config import Environment, Node, Service
 from dockship.errors import UsageError
 from dockship.nodestate import NodeState
+from dockship.runtime import Runtime
 
 
 class StepAction(enum.Enum):
@@ -51,10 +52,25 @@ class NodeStep:
     to_tag: str              # a rollback sends each node to its own previous tag
     to_digest: str
     pull: bool = True        # False: the image is already on the node (rollback)
+    # settings keys (env.X, secret.X, command, port, publish; "settings": unrecorded) whose
+    # values differ from what the node's container runs: names only, never values
+    changed: tuple[str, ...] = ()
+
+    @property
+    def why(self) -> str:
+        """Why the node is deployed: a new version, or the same one with new settings."""
+        if self.action is not StepAction.DEPLOY:
+            return self.action.value
+        return "settings" if self.from_digest == self.to_digest else "version"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.node.name, "zone": self.node.zone, "from": self.from_tag,
-                "to": self.to_tag, "action": self.action.value}
+        out = {"name": self.node.name, "zone": self.node.zone, "from": self.from_tag,
+               "to": self.to_tag, "action": self.action.value}
+        if self.action is StepAction.DEPLOY:
+            out["why"] = self.why
+        if self.changed:
+            out["changed"] = list(self.changed)
+        return out
 
 
 @dataclass(frozen=True)
@@ -166,8 +182,12 @@ def make_batches(steps: Sequence[NodeStep], canary: int, spec: Sequence[int | st
 # --- planning: pure functions of the nodes' states -------------------------------------
 
 def plan_roll(env: Environment, service: Service, states: Sequence[NodeState], target: Target,
-              *, deploy_id: str, canary_only: bool = False, zone: str | None = None) -> RollPlan:
-    """Which nodes change, in which batches, under which policies."""
+              *, deploy_id: str, canary_only: bool = False, zone: str | None = None,
+              settings: Runtime | None = None) -> RollPlan:
+    """Which nodes change, in which batches, under which policies.
+
+    With `settings`, a node on the target digest whose container's settings label differs
+    from them (settings drift) is deployed too, naming the keys that changed."""
     if zone is not None:
         zones = sorted({s.node.zone for s in states if s.node.zone})
         if zone not in zones:
@@ -179,12 +199,15 @@ def plan_roll(env: Environment, service: Service, states: Sequence[NodeState], t
     steps = []
     for state in states:
         cur = state.running
+        changed = settings.changed(cur.settings) if settings is not None and cur is not None \
+            else ()
         action = StepAction.UNCHANGED if cur is not None and cur.digest == target.digest \
-            else StepAction.DEPLOY
+            and not changed else StepAction.DEPLOY
         if action is StepAction.DEPLOY and zone is not None and state.node.zone != zone:
             action = StepAction.HELD
         steps.append(NodeStep(state.node, action, cur.tag if cur else None,
-                              cur.digest if cur else None, target.tag, target.digest))
+                              cur.digest if cur else None, target.tag, target.digest,
+                              changed=changed))
     rollout = env.rollout
     batches = make_batches(steps, rollout.canary, rollout.batch, by_zone=rollout.by_zone,
                            zones=rollout.zones)

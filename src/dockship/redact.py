@@ -53,7 +53,7 @@ from urllib.parse import quote, unquote
 from dockship.errors import printable
 
 __all__ = ["MASK", "MIN_SECRET_LENGTH", "Secrets", "known", "redact", "redact_url", "remember",
-           "safe", "url_secrets"]
+           "remember_names", "safe", "url_secrets"]
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
@@ -191,6 +191,7 @@ class Secrets:
 
 
 _remembered: set[str] = set()
+_remembered_names: set[str] = set()
 _remembered_lock = threading.Lock()
 
 
@@ -201,11 +202,20 @@ def remember(*values: str) -> None:
         _remembered.update(v for v in values if v)
 
 
+def remember_names(*names: str) -> None:
+    """Add variable names (a service's ``secrets``) that hooks never get, for the rest of the
+    process; their values in this process's environment are scrubbed like remembered ones."""
+    with _remembered_lock:
+        _remembered_names.update(n for n in names if n)
+
+
 def known(names: Iterable[str] = ()) -> Secrets:
-    """The secrets of this process: remembered values and the secret variables of its environment."""
+    """The secrets of this process: remembered values and names, and the secret variables of
+    its environment."""
     with _remembered_lock:
         values = frozenset(_remembered)
-    return Secrets(frozenset(names), values).with_environ(os.environ)
+        named = frozenset(_remembered_names)
+    return Secrets(frozenset(names) | named, values).with_environ(os.environ)
 
 
 def safe(text: object, *, newlines: bool = False) -> str:

@@ -43,6 +43,7 @@ class NodeOutcome:
     seconds: float
     reason: str | None = None
     logs: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()    # settings keys that differed from the config (names only)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "zone": self.zone, "from": self.from_tag,
@@ -52,6 +53,8 @@ class NodeOutcome:
             out["reason"] = self.reason
         if self.logs:
             out["logs"] = list(self.logs)
+        if self.changed:
+            out["changed"] = list(self.changed)
         return out
 
     @classmethod
@@ -63,13 +66,16 @@ class NodeOutcome:
         logs = data.get("logs") or []
         if not isinstance(logs, list) or not all(isinstance(x, str) for x in logs):
             raise ValueError("nodes[].logs: expected a list of strings")
+        changed = data.get("changed") or []
+        if not isinstance(changed, list) or not all(isinstance(x, str) for x in changed):
+            raise ValueError("nodes[].changed: expected a list of strings")
         return cls(name=req_str(data.get("name"), "nodes[].name"),
                    zone=opt_str(data.get("zone"), "nodes[].zone"),
                    from_tag=opt_str(data.get("from"), "nodes[].from"),
                    to_tag=opt_str(data.get("to"), "nodes[].to"),
                    result=NodeResult(req_str(data.get("result"), "nodes[].result")),
                    seconds=float(seconds), reason=opt_str(data.get("reason"), "nodes[].reason"),
-                   logs=tuple(logs))
+                   logs=tuple(logs), changed=tuple(changed))
 
 
 def opt_str(value: Any, key: str) -> str | None:

@@ -11,7 +11,7 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 
-from dockship import history
+from dockship import history, servicesecrets
 from dockship.config import DEFAULT_PARALLEL, Config, Environment, Service
 from dockship.credentials import Credentials, registry_credentials
 from dockship.fleet import Fleet
@@ -25,6 +25,7 @@ from dockship.observer import QuietObserver, RollObserver
 from dockship.plan import RollPlan, Target, plan_rollback, plan_roll
 from dockship.registry import RegistryClient
 from dockship.report import Result, RollReport
+from dockship.runtime import Runtime
 from dockship.executor import Deployment
 from dockship.tags import newest_tag, parse_version, tag_for
 from dockship.times import human_duration, utc_now
@@ -43,15 +44,13 @@ class RollOptions:
 
 
 def services_for(config: Config, env: Environment, service: str | None) -> list[Service]:
-    """The named service, or every service of the config (each filtered to its nodes later)."""
+    """The named service, or every service of the config (each filtered to its nodes later),
+    as `env` runs it: its [environments.NAME.services.X] settings applied."""
     if service is not None:
-        if service not in config.services:
-            names = ", ".join(sorted(config.services)) or "none"
-            raise UsageError(f"unknown service '{service}'; services in the config: {names}")
-        return [config.services[service]]
+        return [config.service_for(env.name, service)]
     if not config.services:
         raise UsageError("the config defines no [services.NAME]; add one to roll it")
-    return list(config.services.values())
+    return config.services_in(env.name)
 
 
 def resolve_target(config: Config, service: Service, tag: str | None,
@@ -122,6 +121,8 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
     chosen = services_for(config, env, service)
     if opts.tag is not None and len(chosen) > 1:
         raise UsageError("--tag needs --service when the environment runs several services")
+    secrets = servicesecrets.resolve(env, chosen)    # a missing one: exit 2, nothing read yet
+    runtimes = {svc.name: Runtime.of(svc, secrets[svc.name]) for svc in chosen}
     creds = registry_credentials(config.registry)
     observer = observer or QuietObserver()
     halt = halt or Halt()
@@ -145,13 +146,15 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
                 plan = plan_rollback(env, svc, states, repository, deploy_id=new_deploy_id())
             else:
                 plan = plan_roll(env, svc, states, target, deploy_id=new_deploy_id(),
-                                 canary_only=opts.canary_only, zone=opts.zone)
+                                 canary_only=opts.canary_only, zone=opts.zone,
+                                 settings=runtimes[svc.name])
             if opts.dry_run:
                 outcomes.append(Outcome(plan, None))
                 continue
             report = execute(plan, env=env, service=svc, fleet=fleet, opts=opts,
                              observer=observer, halt=halt, credentials=creds,
-                             kind="rollback" if rollback else "roll")
+                             kind="rollback" if rollback else "roll",
+                             runtime=runtimes[svc.name])
             outcomes.append(Outcome(plan, report))
             if not report.ok:
                 break
@@ -160,7 +163,8 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
 
 def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
             opts: RollOptions, observer: RollObserver, halt: Halt,
-            credentials: Credentials | None, kind: str) -> RollReport:
+            credentials: Credentials | None, kind: str,
+            runtime: Runtime | None = None) -> RollReport:
     """Lock, walk the plan under a renewed lease, record the outcome on the nodes, unlock.
 
     History is written in a `finally`: every roll that took the lock is
@@ -169,7 +173,7 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     nodes = {e.name: DockerNode(e, service, credentials=credentials) for e in fleet}
     clients = {e.name: e.client for e in fleet}
     deployment = Deployment(plan, service=service, env=env, nodes=nodes, observer=observer,
-                            halt=halt, kind=kind, parallel_limit=opts.parallel)
+                            halt=halt, kind=kind, parallel_limit=opts.parallel, runtime=runtime)
     lock = DeployLock(docker_stores(list(clients.items()), env.name, service.name),
                       env=env.name, service=service.name, tag=plan.target.tag,
                       deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait,

@@ -65,8 +65,8 @@ def node_status(engine: NodeEngine, service: Service) -> NodeStatus:
     if cur is None:
         return NodeStatus(engine.name, engine.node.zone, engine.address, None, None,
                           "not running", None, None, None, retained)
-    health = cur.status if cur.status != "running" else probe_once(engine.address, service.port,
-                                                                   service.health)
+    health = cur.status if cur.status != "running" else probe_once(
+        service.publish.reach(engine.address), service.host_port, service.health)
     return NodeStatus(engine.name, engine.node.zone, engine.address, cur.tag, cur.digest, health,
                       cur.started_at, cur.deploy_id, cur.previous_tag, retained)
 

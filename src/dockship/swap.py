@@ -34,6 +34,7 @@ from dockship.nodestate import Running
 from dockship.observer import Phase, RollObserver
 from dockship.plan import NodeStep, RollPlan
 from dockship.report import NodeOutcome, NodeResult
+from dockship.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class SwapRules:
     halt: Halt
     observer: RollObserver
     warn: Callable[[str], None]
+    runtime: Runtime | None = None   # what new containers run with (env, secrets, ports)
 
 
 class NodeSwap:
@@ -90,7 +92,7 @@ class NodeSwap:
         plan = self.rules.plan
         try:
             new_id = self.ops.create(Launch(plan.env, ref, self.step.to_tag, self.step.to_digest,
-                                            plan.deploy_id, old))
+                                            plan.deploy_id, old, self.rules.runtime))
         except Exception as exc:
             raise DockshipError(f"could not create the new container: {_short(exc)}") from exc
         return Prepared(old, new_id)
@@ -243,7 +245,7 @@ class NodeSwap:
                 logs: list[str] | tuple[str, ...] = ()) -> NodeOutcome:
         s = self.step
         return NodeOutcome(self.name, s.node.zone, s.from_tag, s.to_tag, result,
-                           time.monotonic() - t0, reason, tuple(logs))
+                           time.monotonic() - t0, reason, tuple(logs), s.changed)
 
 
 def held_window(check: HealthCheck) -> HealthCheck:

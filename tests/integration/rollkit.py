@@ -75,12 +75,16 @@ class Fleet:
         """Remove this service's containers, lock and ledger from every node (earlier runs too)."""
         for node in self.nodes:
             with self.engine(node) as client:
-                for c in client.containers.list(all=True):
-                    state = (c.labels.get("io.dockship.lock.service"),
-                             c.labels.get("io.dockship.ledger.service"))
-                    if c.name.startswith(f"{self.service}-") or self.service in state:
+                # The plain list (no inspect per container): other modules remove their own
+                # containers meanwhile, and one gone between list and inspect is no error.
+                for c in client.api.containers(all=True):
+                    labels = c.get("Labels") or {}
+                    names = [n.lstrip("/") for n in c.get("Names") or ()]
+                    state = (labels.get("io.dockship.lock.service"),
+                             labels.get("io.dockship.ledger.service"))
+                    if any(n.startswith(f"{self.service}-") for n in names) or self.service in state:
                         try:
-                            c.remove(force=True)
+                            client.api.remove_container(c["Id"], force=True)
                         except docker.errors.APIError:
                             pass  # already going away
 

@@ -46,6 +46,8 @@ class Box:
     previous_tag: str | None = None
     previous_digest: str | None = None
     probes: int = 0
+    settings: str | None = None       # the settings label it was created with
+    environment: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -78,10 +80,12 @@ class FakeNode:
 
     # -- set-up --------------------------------------------------------------------------
 
-    def _box(self, tag: str, previous: Running | None = None) -> Box:
+    def _box(self, tag: str, previous: Running | None = None, runtime=None) -> Box:
         box = Box(f"{self.name}-c{next(_ids)}", tag, digest(tag),
                   previous_tag=previous.tag if previous else None,
-                  previous_digest=previous.digest if previous else None)
+                  previous_digest=previous.digest if previous else None,
+                  settings=runtime.label() if runtime is not None else None,
+                  environment=runtime.environment() if runtime is not None else {})
         self.boxes[box.id] = box
         return box
 
@@ -131,7 +135,7 @@ class FakeNode:
         for box in reversed(list(self.boxes.values())):
             if box.state == "running":
                 return Running(box.id, box.id, box.tag, box.digest, box.previous_tag,
-                               box.previous_digest)
+                               box.previous_digest, box.settings)
         return None
 
     def has_image(self, ref: str) -> bool:
@@ -146,7 +150,7 @@ class FakeNode:
     def create(self, launch: Launch) -> str:
         self._call("create", launch.tag)
         assert launch.ref in self.images, f"create of {launch.ref} before it was pulled"
-        return self._box(launch.tag, launch.previous).id
+        return self._box(launch.tag, launch.previous, launch.runtime).id
 
     def start(self, cid: str) -> None:
         self._call("start", self.boxes[cid].tag)

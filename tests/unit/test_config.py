@@ -76,7 +76,8 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
 def test_unknown_keys_suggest_the_close_one():
     problems = _errors(_with(services__hello__prot=8000))
     assert problems == ["services.hello.prot: unknown key (did you mean 'port'?); known keys: "
-                        "package, image, port, role, command, env, health, stop_timeout, retain"]
+                        "package, image, port, role, command, env, health, stop_timeout, retain, secrets, "
+                        "publish"]
 
 
 @pytest.mark.parametrize("batch, expected", [
@@ -373,7 +374,7 @@ def test_wrong_types_are_named_not_crashed_on():
 def test_an_unknown_key_with_control_characters_is_shown_escaped():
     problems = _errors(_with(services__hello={"package": "p", "\x1b[2Jevil\n": 1}))
     assert problems == ['services.hello."\\u001b[2Jevil\\n": unknown key; known keys: package, '
-                        'image, port, role, command, env, health, stop_timeout, retain']
+                        'image, port, role, command, env, health, stop_timeout, retain, secrets, publish']
 
 
 def test_a_path_too_long_for_the_system_is_a_problem_not_a_crash():
