@@ -316,8 +316,10 @@ def _print_plan(plan, console: Console | None = None) -> None:
     for batch in plan.batches:
         console.print(Text.assemble("  ", cell(batch.label, "bold")))
         for s in batch.steps:
+            why = s.action.value if s.why == s.action.value else f"{s.action.value}: {s.why}"
+            changed = f" {', '.join(s.changed)}" if s.changed else ""   # key names, never values
             console.print(cell(f"    {s.node.name:12} zone {s.node.zone or '-':4} "
-                               f"{s.from_tag or '—'} → {s.to_tag}  ({s.action.value})"))
+                               f"{s.from_tag or '—'} → {s.to_tag}  ({why}{changed})"))
     for note in plan.notes:
         console.print(cell(f"  {note}"))
 

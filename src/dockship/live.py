@@ -138,5 +138,8 @@ class LiveTable:
                 out.print(cell(f"  last log lines of {n.name}:"))
                 for line in n.logs:
                     out.print(cell(f"    | {line}"))
+        for n in report.nodes:
+            if n.changed:     # settings drift: the keys that changed, never their values
+                out.print(cell(f"  {n.name}: settings changed: {', '.join(n.changed)}"))
         for w in report.warnings:
             out.print(cell(f"  warning: {w}"))
