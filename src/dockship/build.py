@@ -152,18 +152,20 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
         release = index.resolve(dist, opts.version, pre=opts.pre)
     version = str(release.version)
     tag = tag_for(release.version)
-    text, source = load_template(config.build.template)
+    # A service may bring its own template and base image; the rest use [build]'s.
+    text, source = load_template(svc.template if svc and svc.template else config.build.template)
+    base_image = svc.base_image if svc and svc.base_image else config.build.base_image
     client = client or build_engine()
-    base_digest = _base_digest(client, config.build.base_image, pull=opts.pull, observer=observer)
+    base_digest = _base_digest(client, base_image, pull=opts.pull, observer=observer)
     observer.stage(f"pinning {release.name}=={version} and its dependencies")
-    target = probe_target(client, config.build.base_image, base_digest)
+    target = probe_target(client, base_image, base_digest)
     requirement = f"{release.name}{'===' if release.local_twins else '=='}{version}"
     pinned = pin_release(config.index_url, release, requirement, target,
-                         build_wheel=sdist_builder(client, config.index_url, config.build.base_image,
+                         build_wheel=sdist_builder(client, config.index_url, base_image,
                                                    base_digest))
     pins = pins_text(pinned.pins)
     groups = layer_groups([p.name for p in pinned.pins if p.name != release.name])
-    values = TemplateValues(base_image=config.build.base_image, package=release.name,
+    values = TemplateValues(base_image=base_image, package=release.name,
                             version=version, index_url=_without_credentials(config.index_url),
                             port=svc.port if svc else 8000,
                             command=svc.command if svc else (), image=image,
@@ -176,7 +178,7 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
         L.PACKAGE_SHA256: release.sha256,
         L.PINS_SHA256: hashlib.sha256(pins.encode()).hexdigest(),
         L.DOCKERFILE_SHA256: hashlib.sha256(dockerfile.encode()).hexdigest(),
-        L.BASE_IMAGE: config.build.base_image,
+        L.BASE_IMAGE: base_image,
         L.BASE_DIGEST: base_digest,
     }
     repository = f"{config.registry}/{image}"
@@ -199,7 +201,7 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
                                  "or pass --force to replace it")
     return BuildPlan(package=release.name, version=version, tag=tag, repository=repository,
                      release=release, dockerfile=dockerfile, template_source=source,
-                     base_image=config.build.base_image, base_digest=base_digest,
+                     base_image=base_image, base_digest=base_digest,
                      input_labels=inputs, action=action, existing_digest=existing, push=opts.push,
                      index_url=config.index_url, pinned=pinned, target=target,
                      network=config.build.network)
@@ -229,7 +231,7 @@ def _base_digest(client: docker.DockerClient, base: str, *, pull: bool, observer
               observer.layer_chunk)
         return client.images.get(base).id
     except (docker.errors.APIError, StreamError) as exc:
-        raise UsageError(f"base image {base} (build.base_image) cannot be pulled: "
+        raise UsageError(f"base image {base} (build.base_image, or the service's base_image) cannot be pulled: "
                          f"{getattr(exc, 'detail', None) or exc}") from None
 
 

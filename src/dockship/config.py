@@ -102,6 +102,8 @@ class Service:
     retain: int = 3             # old containers kept per service for rollback
     secrets: tuple[str, ...] = ()   # environment variables whose values come from outside the file
     publish: Publish = Publish()
+    template: Path | None = None    # this service's Dockerfile template; None: build.template
+    base_image: str | None = None   # this service's base image; None: build.base_image
 
     @property
     def host_port(self) -> int:
@@ -360,6 +362,8 @@ def _service(t: _Table) -> Service:
         retain=t.integer("retain", 3, 1, 100),
         secrets=_secret_names(t),
         publish=_publish(t, Publish()),
+        template=t.path("template"),
+        base_image=t.value("base_image", checks.image_reference_problem),
     )
     _check_secret_names(t, svc)
     return svc

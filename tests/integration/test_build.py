@@ -475,3 +475,25 @@ def test_a_bad_dependency_ends_with_it_named_a_clear_exit_and_nothing_pushed(
     assert all(text in proc.stderr for text in says), proc.stderr
     assert RegistryClient(lab["registry"]).manifest_digest(
         image_of(f"{local_index[0]}-{service}"), "1.0") is None
+
+
+def test_a_service_brings_its_own_template_and_base_image(lab, package, tmp_path):
+    import docker
+
+    text, _ = load_template(None)
+    template = tmp_path / "svc.Dockerfile.template"
+    template.write_text(text + "\nENV SERVICE_TEMPLATE=1\n")
+    config = configfile.write(tmp_path / "dockship.toml", {
+        "index": {"url": lab["index_url"]},
+        "registry": {"url": lab["registry"]},
+        # [build]'s base image cannot exist: the build succeeds only if the service's is used
+        "build": {"base_image": "dockship-test.invalid/no-such-image:1"},
+        "services": {"svc": {"package": package, "image": image_of(package), "port": 8000,
+                             "command": ["hello-svc"], "template": template.name,
+                             "base_image": lab["base_image"]}},
+    })
+    out = json_out(dockship("--config", str(config), "build", package, "1.0.0", "--no-push",
+                            "--json"))
+    image = docker.from_env().images.get(out["image"])
+    assert "SERVICE_TEMPLATE=1" in image.attrs["Config"]["Env"]
+    assert image.labels["io.dockship.base.image"] == lab["base_image"]

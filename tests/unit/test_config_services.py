@@ -182,3 +182,20 @@ def test_with_chef_discovery_services_of_one_role_or_none_may_share_a_node(tmp_p
         "environments.prod: services api and worker both publish host port 8000 and can run on "
         "the same node (Chef finds the same nodes for both roles); set another `publish` for one "
         "(services.worker.publish, or in environments.prod.services.worker)"]
+
+
+def test_a_service_may_name_its_own_template_and_base_image(tmp_path):
+    from dockship import config as config_mod
+
+    path = tmp_path / "dockship.toml"
+    path.write_text('[index]\nurl = "http://127.0.0.1:8081/simple/"\n[registry]\nurl = "r:5000"\n'
+                    '[services.a]\ntemplate = "a.Dockerfile.template"\nbase_image = "python:3.13-slim"\n'
+                    '[services.b]\nport = 8001\n[environments.e]\nnodes = [{ name = "n1", docker = "ssh://root@10.0.0.1" }]\n')
+    loaded = config_mod.load(path)
+    assert loaded.services["a"].template == tmp_path / "a.Dockerfile.template"
+    assert loaded.services["a"].base_image == "python:3.13-slim"
+    assert (loaded.services["b"].template, loaded.services["b"].base_image) == (None, None)
+    path.write_text(path.read_text().replace('"python:3.13-slim"', '"Python 3 [bold]"'))
+    import pytest
+    with pytest.raises(config_mod.ConfigError, match=r"services\.a\.base_image"):
+        config_mod.load(path)
