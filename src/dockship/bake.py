@@ -103,7 +103,8 @@ def judge(canary: Sequence[Sample], baseline: Sequence[Sample] | None, bake: Bak
     return BakeVerdict(True, summary, c, b, seconds)
 
 
-def _probe_loop(url: str, rate: float, until: float, cancel: threading.Event | None) -> list[Sample]:
+def _probe_loop(url: str, rate: float, until: float, cancel: threading.Event | None,
+                **http: Any) -> list[Sample]:
     session = requests.Session()
     session.trust_env = False
     samples: list[Sample] = []
@@ -112,7 +113,7 @@ def _probe_loop(url: str, rate: float, until: float, cancel: threading.Event | N
     try:
         while time.monotonic() < until and not (cancel and cancel.is_set()):
             t0 = time.monotonic()
-            status, _ = http_probe(session, url, 2.0)
+            status, _ = http_probe(session, url, 2.0, **http)
             ok = status is not None and status < 500
             samples.append(Sample(ok, (time.monotonic() - t0) * 1000))
             next_at += interval
@@ -123,13 +124,16 @@ def _probe_loop(url: str, rate: float, until: float, cancel: threading.Event | N
 
 
 def run_bake(canary_urls: Sequence[str], baseline_urls: Sequence[str], bake: Bake, *,
-             cancel: threading.Event | None = None) -> BakeVerdict:
-    """Probe every canary and baseline URL at `bake.rate` per second for `bake.seconds`."""
+             cancel: threading.Event | None = None, headers: dict | None = None,
+             verify: bool = False) -> BakeVerdict:
+    """Probe every canary and baseline URL at `bake.rate` per second for `bake.seconds`
+    (with the health check's Host header and certificate rule)."""
     started = time.monotonic()
     until = started + bake.seconds
     urls = list(canary_urls) + list(baseline_urls)
     with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="bake") as pool:
-        results = [pool.submit(_probe_loop, u, bake.rate, until, cancel) for u in urls]
+        results = [pool.submit(_probe_loop, u, bake.rate, until, cancel, headers=headers,
+                               verify=verify) for u in urls]
         samples = [f.result() for f in results]
     canary = [s for per in samples[:len(canary_urls)] for s in per]
     baseline = [s for per in samples[len(canary_urls):] for s in per]

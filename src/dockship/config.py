@@ -64,6 +64,16 @@ class HealthCheck:
     # what `dockship rollback` holds: the previous version already stayed healthy on this node
     # (Swarm has a separate --rollback-monitor); 0: the first good answer
     rollback_min_healthy: float = 0.0
+    kind: str = "http"          # "http": GET path answers `status`; "tcp": the port accepts
+    scheme: str = "http"        # "https": the probe speaks TLS (http kind)
+    host: str | None = None     # Host header of the probe (a name-based virtual host)
+    # https: check the certificate. Off by default: probes go to the node's address, which a
+    # certificate for a service name does not match, and a probe sends nothing secret.
+    verify: bool = False
+
+    def describe(self) -> str:
+        """What a probe does, for messages: `GET /health` or `TCP connect`."""
+        return "TCP connect" if self.kind == "tcp" else f"GET {self.path}"
 
 
 @dataclass(frozen=True)
@@ -325,6 +335,7 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, path: Path | None = None) 
         "environments").tables(checks.name_problem)}
     for name, env in environments.items():
         _check_ports(r, env, {**services, **env.services})
+        _check_bake(r, env, {**services, **env.services})
     r.finish()
     if r.errors:
         raise ConfigError(list(dict.fromkeys(r.errors)))
@@ -456,6 +467,17 @@ def _publish_problem(v: Any) -> Publish | str:
     return Publish(int(port_text), host or None)
 
 
+def _check_bake(r: _Reader, env: Environment, services: Mapping[str, Service]) -> None:
+    """The canary bake sends HTTP requests: a service checked by TCP needs a bake_path."""
+    if not env.rollout.bake.seconds or env.rollout.bake.path:
+        return
+    for svc in services.values():
+        if svc.health.kind == "tcp":
+            r.error(f"environments.{_key_text(env.name)}.rollout.bake",
+                    f"the bake sends HTTP requests, and service {svc.name} is checked by TCP; "
+                    "set rollout.bake_path to an HTTP path it serves, or bake = 0")
+
+
 def _check_ports(r: _Reader, env: Environment, services: Mapping[str, Service]) -> None:
     """Two services that can share a node must not publish one host port there."""
     at = f"environments.{_key_text(env.name)}"
@@ -491,7 +513,14 @@ def _health(t: _Table, base: HealthCheck) -> HealthCheck:
         min_healthy=t.number("min_healthy", base.min_healthy, 0, HOUR),
         interval=t.number("interval", base.interval, 0.05, 60),
         rollback_min_healthy=t.number("rollback_min_healthy", base.rollback_min_healthy, 0, HOUR),
+        kind=t.choice("kind", ("http", "tcp"), base.kind),
+        scheme=t.choice("scheme", ("http", "https"), base.scheme),
+        host=t.value("host", checks.host_problem, default=base.host),
+        verify=t.boolean("verify", base.verify),
     )
+    if health.kind == "tcp" and (t.has("scheme") or t.has("host") or t.has("path")):
+        t.error("kind", "a tcp check only connects to the port: drop path, scheme and host, "
+                "or use kind = \"http\"")
     if len(t.r.errors) == problems:      # compare only values that are themselves right
         for key in ("min_healthy", "rollback_min_healthy"):
             if getattr(health, key) > health.timeout:
@@ -876,6 +905,12 @@ class _Table:
 
     def port(self, key: str, default: int) -> int:
         return self.integer(key, default, 1, 65535)
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        v = self.value(key, lambda x: None if x in options else
+                       f"{checks.shown(x)} is not one of: {', '.join(options)}"
+                       f"{_did_you_mean(str(x), options)}")
+        return default if v is None else v
 
     def boolean(self, key: str, default: bool) -> bool:
         v = self.value(key, lambda x: None if isinstance(x, bool) else

@@ -73,7 +73,7 @@ class Deployment:
         canary = {s.node.name for b in self.plan.batches if b.canary for s in b.steps}
         out: list[BatchPolicy] = [CanaryBake(rollout.bake, self.plan, self.nodes,
                                              port=self.service.host_port,
-                                             health_path=self.service.health.path,
+                                             check=self.service.health,
                                              cancel=self.halt, observer=self.observer),
                                   ZoneCheck(self.nodes, self.service.health, self.observer)]
         if rollout.overlap_min_healthy and check.min_healthy > 0:

@@ -33,6 +33,7 @@ class Observation:
     exit_code: int | None = None
     restarts: int = 0
     http_status: int | None = None  # None: no HTTP answer (see error)
+    connected: bool = False         # the port accepted a connection (what a tcp check asks)
     error: str | None = None        # why there was no answer: refused, timeout...
 
 
@@ -68,7 +69,9 @@ class HealthJudge:
             return Verdict(State.FAILED, f"container exited{code} after {obs.at:.1f}s")
         if obs.container == "restarting" or obs.restarts > 0:
             return Verdict(State.FAILED, f"container is restarting (crash loop) after {obs.at:.1f}s")
-        good = obs.container == "running" and obs.http_status == self.check.status
+        answered = (obs.connected if self.check.kind == "tcp"
+                    else obs.http_status == self.check.status)
+        good = obs.container == "running" and answered
         if good:
             if self.healthy_since is None:
                 self.healthy_since = obs.at
@@ -98,4 +101,4 @@ class HealthJudge:
             return f"container is {obs.container}"
         if obs.http_status is not None:
             return f"GET {self.check.path} answered {obs.http_status} (expected {self.check.status})"
-        return f"GET {self.check.path} got no answer ({obs.error or 'no response'})"
+        return f"{self.check.describe()} got no answer ({obs.error or 'no response'})"

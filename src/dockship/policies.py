@@ -72,17 +72,21 @@ Measure = Callable[..., BakeVerdict]
 
 class CanaryBake(Policy):
     def __init__(self, settings: Bake, plan: RollPlan, nodes: Mapping[str, NodeOps], *,
-                 port: int, health_path: str, cancel: threading.Event,
+                 port: int, check: HealthCheck, cancel: threading.Event,
                  observer: RollObserver, measure: Measure = run_bake):
         self.settings, self.plan, self.nodes = settings, plan, nodes
-        self.port, self.path = port, settings.path or health_path
+        self.port, self.path = port, settings.path or check.path
+        self.scheme = check.scheme
+        # the service's own Host header and certificate rule, as its health check has them
+        self.http = {"headers": {"Host": check.host} if check.host else None,
+                     "verify": check.verify}
         self.cancel, self.observer, self.measure = cancel, observer, measure
         self.verdict: BakeVerdict | None = None
 
     def _url(self, step: NodeStep) -> str:
         address = self.nodes[step.node.name].address
         host = f"[{address}]" if ":" in address else address
-        return f"http://{host}:{self.port}{self.path}"
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
 
     def after(self, batch: Batch, following: Batch | None,
               swapped: Sequence[Swapped]) -> Failure | None:
@@ -95,7 +99,7 @@ class CanaryBake(Policy):
             self.observer.node(s.node.name, Phase.BAKING, f"{self.settings.seconds:g}s against "
                                f"{len(baseline)} baseline node(s)")
         verdict = self.measure([self._url(s) for s in canary], [self._url(s) for s in baseline],
-                               self.settings, cancel=self.cancel)
+                               self.settings, cancel=self.cancel, **self.http)
         self.verdict = verdict
         self.observer.note(f"canary bake {'passed' if verdict.passed else 'FAILED'}: {verdict.reason}")
         if not verdict.passed:

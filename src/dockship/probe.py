@@ -1,17 +1,24 @@
-"""Watching a container come up: engine state plus HTTP probes, judged by `health`.
+"""Watching a container come up: engine state plus probes, judged by `health`.
 
 This is the I/O half of the health gate; `health.HealthJudge` is the pure
 half. Probes go straight to the node's published port, never through a
-proxy from the environment.
+proxy from the environment. A check is an HTTP(S) GET whose status must
+match (with the Host header a name-based service needs), or for services
+that speak no HTTP a TCP connect that must be accepted.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import docker.errors
 import requests
+import urllib3
 
 from dockship import deadline
 from dockship.config import HealthCheck
@@ -22,13 +29,19 @@ from dockship.health import HealthJudge, Observation, State, Verdict
 
 STARTUP_POLL = 0.1   # seconds between probes before the first good answer
 
+# `health.verify = false` (the default for https checks, see config.HealthCheck) is a choice
+# made in the config, documented there; urllib3's warning about it would only be noise.
+warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 
-def http_probe(session: requests.Session, url: str, timeout: float) -> tuple[int | None, str | None]:
+
+def http_probe(session: requests.Session, url: str, timeout: float, **kwargs
+               ) -> tuple[int | None, str | None]:
     """One probe: the status within `timeout` seconds in all (a service that trickles its
-    headers is as unhealthy as one that never answers), or why there was none."""
+    headers is as unhealthy as one that never answers), or why there was none. `kwargs`
+    (headers, verify) go to the request."""
     try:
         resp = deadline.request(session, "GET", url, what=f"health probe {url}", total=timeout,
-                                max_body=None, allow_redirects=False)
+                                max_body=None, allow_redirects=False, **kwargs)
         return resp.status_code, None
     except deadline.NoAnswer as exc:
         return None, exc.phrase        # "no complete answer within 2 s"
@@ -36,8 +49,38 @@ def http_probe(session: requests.Session, url: str, timeout: float) -> tuple[int
         return None, reason(exc)       # "connection refused", "no answer within 2s", ...
 
 
-def observe(container: ServiceContainer, session: requests.Session, url: str, at: float,
-            timeout: float) -> Observation:
+@dataclass(frozen=True)
+class Answer:
+    status: int | None = None      # the HTTP status (http checks)
+    connected: bool = False        # the port accepted the connection
+    error: str | None = None       # why there was no answer
+
+
+def tcp_probe(address: str, port: int, timeout: float) -> Answer:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return Answer(connected=True)
+    except OSError as exc:
+        return Answer(error=reason(exc))
+
+
+def check_url(address: str, port: int, check: HealthCheck) -> str:
+    return f"{check.scheme}://{_host(address)}:{port}{check.path}"
+
+
+def probe_check(session: requests.Session, address: str, port: int, check: HealthCheck,
+                timeout: float) -> Answer:
+    """One probe of `check` at address:port, within `timeout` seconds in all."""
+    if check.kind == "tcp":
+        return tcp_probe(address, port, timeout)
+    headers = {"Host": check.host} if check.host else None
+    status, error = http_probe(session, check_url(address, port, check), timeout,
+                               headers=headers, verify=check.verify)
+    return Answer(status, status is not None, error)
+
+
+def observe(container: ServiceContainer, probe: Callable[[], Answer], at: float) -> Observation:
+    """The container's engine state and, while it runs, one `probe()`."""
     try:
         state = container.client.api.inspect_container(container.id)
     except docker.errors.NotFound:
@@ -47,11 +90,9 @@ def observe(container: ServiceContainer, session: requests.Session, url: str, at
         status = "restarting"
     exit_code = state["State"].get("ExitCode") if status in ("exited", "dead") else None
     restarts = int(state.get("RestartCount") or 0)
-    http_status, error = (None, None)
-    if status == "running":
-        http_status, error = http_probe(session, url, timeout)
+    answer = probe() if status == "running" else Answer()
     return Observation(at, status, exit_code=exit_code, restarts=restarts,
-                       http_status=http_status, error=error)
+                       http_status=answer.status, connected=answer.connected, error=answer.error)
 
 
 def wait_healthy(container: ServiceContainer, *, address: str, port: int, check: HealthCheck,
@@ -59,14 +100,15 @@ def wait_healthy(container: ServiceContainer, *, address: str, port: int, check:
                  on_update=None) -> Verdict:
     """Probe until the judge decides; `cancel` makes it give up (as a failure)."""
     judge = HealthJudge(check)
-    url = f"http://{_host(address)}:{port}{check.path}"
     session = requests.Session()
     session.trust_env = False
     started = time.monotonic()
     probe_timeout = max(0.5, min(2.0, check.timeout / 4))
     try:
         while True:
-            obs = observe(container, session, url, time.monotonic() - started, probe_timeout)
+            obs = observe(container,
+                          lambda: probe_check(session, address, port, check, probe_timeout),
+                          time.monotonic() - started)
             verdict = judge.observe(obs)
             if on_update is not None:
                 on_update(verdict)
@@ -87,12 +129,13 @@ def probe_once(address: str, port: int, check: HealthCheck) -> str:
     session = requests.Session()
     session.trust_env = False
     try:
-        code, error = http_probe(session, f"http://{_host(address)}:{port}{check.path}", 2.0)
+        answer = probe_check(session, address, port, check, 2.0)
     finally:
         session.close()
-    if code == check.status:
+    if answer.connected if check.kind == "tcp" else answer.status == check.status:
         return "healthy"
-    return f"unhealthy ({code})" if code is not None else f"unreachable ({error})"
+    return (f"unhealthy ({answer.status})" if answer.status is not None
+            else f"unreachable ({answer.error})")
 
 
 def _host(address: str) -> str:

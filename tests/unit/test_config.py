@@ -77,7 +77,7 @@ def test_unknown_keys_suggest_the_close_one():
     problems = _errors(_with(services__hello__prot=8000))
     assert problems == ["services.hello.prot: unknown key (did you mean 'port'?); known keys: "
                         "package, image, port, role, command, env, health, stop_timeout, retain, secrets, "
-                        "publish"]
+                        "publish, template, base_image"]
 
 
 @pytest.mark.parametrize("batch, expected", [
@@ -374,7 +374,8 @@ def test_wrong_types_are_named_not_crashed_on():
 def test_an_unknown_key_with_control_characters_is_shown_escaped():
     problems = _errors(_with(services__hello={"package": "p", "\x1b[2Jevil\n": 1}))
     assert problems == ['services.hello."\\u001b[2Jevil\\n": unknown key; known keys: package, '
-                        'image, port, role, command, env, health, stop_timeout, retain, secrets, publish']
+                        'image, port, role, command, env, health, stop_timeout, retain, secrets, publish, '
+                        'template, base_image']
 
 
 def test_a_path_too_long_for_the_system_is_a_problem_not_a_crash():

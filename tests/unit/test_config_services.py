@@ -199,3 +199,29 @@ def test_a_service_may_name_its_own_template_and_base_image(tmp_path):
     import pytest
     with pytest.raises(config_mod.ConfigError, match=r"services\.a\.base_image"):
         config_mod.load(path)
+
+
+def test_health_kinds_are_read_and_checked(tmp_path):
+    import pytest
+
+    from dockship import config as config_mod
+
+    head = ('[index]\nurl = "http://127.0.0.1:8081/simple/"\n[registry]\nurl = "r:5000"\n'
+            '[environments.e]\nnodes = [{ name = "n1", docker = "ssh://root@10.0.0.1" }]\n')
+    path = tmp_path / "dockship.toml"
+    path.write_text(head + '[services.a.health]\nscheme = "https"\nhost = "api.example"\n'
+                           'verify = true\n[services.b]\nport = 9000\n[services.b.health]\nkind = "tcp"\n')
+    loaded = config_mod.load(path)
+    a, b = loaded.services["a"].health, loaded.services["b"].health
+    assert (a.kind, a.scheme, a.host, a.verify) == ("http", "https", "api.example", True)
+    assert b.kind == "tcp" and b.describe() == "TCP connect"
+    path.write_text(head + '[services.a.health]\nkind = "tcpp"\nhost = "a b"\n')
+    with pytest.raises(config_mod.ConfigError) as bad:
+        config_mod.load(path)
+    text = str(bad.value)
+    assert "services.a.health.kind" in text and "did you mean 'tcp'" in text
+    assert "services.a.health.host" in text
+    path.write_text(head.replace('[environments.e]\n', '[environments.e]\nrollout = { bake = 30 }\n')
+                    + '[services.b.health]\nkind = "tcp"\n')
+    with pytest.raises(config_mod.ConfigError, match=r"environments\.e\.rollout\.bake: .*bake_path"):
+        config_mod.load(path)

@@ -51,7 +51,7 @@ def test_show_fills_in_defaults_and_masks_credentials(tmp_path, capsys):
     data = tomllib.loads(out)
     assert data["services"]["hello"]["health"] == {
         "path": "/health", "status": 200, "timeout": 30.0, "min_healthy": 3.0, "interval": 0.5,
-        "rollback_min_healthy": 0.0}
+        "rollback_min_healthy": 0.0, "kind": "http", "scheme": "http", "verify": False}
     assert list(data["environments"]) == ["stage"]
     assert "s3cr" not in out and "index.example/simple/" in data["index_url"]
 

@@ -194,11 +194,11 @@ def bake_roll(nodes, verdict, *, halt=None, seconds: float = 1):
     recorder = Recorder()
     figures = Figures(100, 20, 5.0, 9.0)
 
-    def measure(canary, baseline, settings, cancel=None):
+    def measure(canary, baseline, settings, cancel=None, **http):
         passed, reason = verdict()
         return BakeVerdict(passed, reason, figures, figures, 1.0)
 
-    bake = CanaryBake(env.rollout.bake, plan, nodes, port=8000, health_path="/health",
+    bake = CanaryBake(env.rollout.bake, plan, nodes, port=8000, check=svc.health,
                       cancel=halt, observer=recorder, measure=measure)
     return Deployment(plan, service=svc, env=env, nodes=nodes, observer=recorder, halt=halt,
                       policies=[bake]).run()
