@@ -151,9 +151,11 @@ class DialStdioTunnel:
             hop.client.close()           # a dropped connection's leftovers, if any
             try:
                 hop.open()
-            except HostKeyRejected:
+            except HostKeyRejected as exc:
                 hop.client.close()
-                raise
+                if hop is self._conn:
+                    raise
+                raise HostKeyRejected(f"jump host of {self.target}: {exc}") from None
             except Exception as exc:
                 hop.client.close()
                 raise self._explain(hop, exc) from exc
@@ -171,10 +173,13 @@ class DialStdioTunnel:
                 f"{where}: host key {exc.key.fingerprint} differs from the one in "
                 f"{known} ({exc.expected_key.fingerprint}); if the host was "
                 f"re-created, replace its line there after checking the new key")
-        if isinstance(exc, paramiko.AuthenticationException):
-            return Unreachable(f"{where}: {sshroute.offered(hop, self._settings)} was not "
-                               f"accepted for user {hop.user} ({exc}); add its public key to "
-                               f"the user's authorized_keys")
+        # paramiko says "No authentication methods available" (a plain SSHException) when
+        # nothing could be offered at all, e.g. an ssh-agent holding no key.
+        if isinstance(exc, paramiko.AuthenticationException) or \
+                str(exc) == "No authentication methods available":
+            return Unreachable(f"{where}: user {hop.user} was not accepted with "
+                               f"{sshroute.offered(hop, self._settings)} ({exc}); add the public "
+                               f"key to that user's authorized_keys")
         if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
             return Unreachable(f"{where}: cannot open an SSH connection: {reason(exc)}")
         return exc

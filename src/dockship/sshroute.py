@@ -198,7 +198,7 @@ def offered(conn: fabric.Connection, settings: SSHSettings) -> str:
     names = [str(p) for p in ([settings.key] if settings.key else key_files(conn))]
     what = f"key {', '.join(names)}" if names else ""
     if agent:
-        what = f"{what} and the ssh-agent's keys" if what else "the ssh-agent's keys"
+        what = f"{what} or the ssh-agent's keys" if what else "the ssh-agent's keys"
     return what or "no key"
 
 

@@ -112,7 +112,7 @@ def test_a_passphrase_key_is_refused_unless_an_agent_may_hold_it(home: Path, mon
     monkeypatch.setenv("SSH_AUTH_SOCK", str(home / "agent.sock"))
     conn = _conn("ssh://web1", key=key)
     assert "pkey" not in conn.connect_kwargs and conn.connect_kwargs["allow_agent"] is True
-    assert sshroute.offered(conn, SSHSettings(key=key)) == f"key {key} and the ssh-agent's keys"
+    assert sshroute.offered(conn, SSHSettings(key=key)) == f"key {key} or the ssh-agent's keys"
 
 
 def test_known_hosts_comes_from_the_ssh_table_else_ssh_config_else_home(home: Path, tmp_path):
