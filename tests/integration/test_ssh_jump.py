@@ -27,6 +27,7 @@ from rollkit import make_fleet
 pytestmark = pytest.mark.lab
 
 SERVICE = "svcj"
+JUMP_PORT = 2222
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +185,39 @@ def test_the_agent_also_serves_the_jump_host(lab, bastion, agent, tmp_path, monk
     settings = SSHSettings(known_hosts=Path(lab["ssh"]["known_hosts"]), config=ssh_config)
     with closing(ssh_docker_client(jump["docker"], ssh=settings, connect_timeout=5)) as client:
         assert client.info()["Name"] == jump["node"]
+
+
+def test_a_bastion_comes_up_idempotently_and_goes_with_down(tmp_path_factory):
+    """On a lab of its own (subnet 10.77.8, one node): up twice restarts nothing, down removes all."""
+    from dockship_lab import bastion as bastion_mod
+    from dockship_lab.network import network_down, network_up
+    from dockship_lab.nodes import nodes_down, nodes_up
+    from dockship_lab.paths import LabPaths
+
+    root = tmp_path_factory.mktemp("lab8")
+    paths = LabPaths(root=root, run=Path("/run/dsl-test8"), cache=root / "cache", subnet="10.77.8")
+    network_up(paths)
+    try:
+        nodes_up(paths, 1, bastion_mod.known_hosts_lines(paths))
+        bastion_mod.bastion_up(paths)
+        pids = sorted((paths.run / "bastion").glob("*.pid"))
+        before = [p.read_text() for p in pids]
+        assert len(before) == 2 and bastion_mod.info(paths).up
+        bastion_mod.bastion_up(paths)
+        assert [p.read_text() for p in pids] == before
+        info = bastion_mod.info(paths)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((info.jump_only.address, JUMP_PORT), timeout=5).close()
+        bastion_mod.bastion_down(paths)
+        assert not bastion_mod.info(paths).up
+        assert bastion_mod.netns(paths) not in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert not (paths.run / "bastion").exists() and not (paths.root / "bastion").exists()
+        assert not any(Path(f"/proc/{pid.strip()}").exists() for pid in before)
+        bastion_mod.bastion_down(paths)       # nothing there: no error
+    finally:
+        bastion_mod.bastion_down(paths)
+        nodes_down(paths)
+        network_down(paths)
+        if paths.run.exists():
+            paths.run.rmdir()
