@@ -33,7 +33,6 @@ import socket
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker

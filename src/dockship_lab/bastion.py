@@ -25,8 +25,8 @@ from pathlib import Path
 from dockship_lab.mounts import remove_tree
 from dockship_lab.network import delete_link, link_exists, name_prefix
 from dockship_lab.nodes import (DAEMON_ENV, SSH_PORT, SSH_USER, SSHD, LabNode, _kill, _mentions,
-                                _netns_inode, _netns_names, _own_pid, _processes, _pub, node, plumb,
-                                sshd_config)
+                                _netns_inode, _netns_names, _own_pid, _processes, _pub,
+                                _write_if_changed, node, plumb, sshd_config)
 from dockship_lab.paths import LabPaths
 from dockship_lab.process import LabError, port_open, run, start_daemon, stop_daemon, wait_until
 
@@ -129,12 +129,12 @@ def bastion_up(paths: LabPaths) -> None:
     known_hosts_lines(paths)
     n = _jump_node(paths)
     plumb(paths, netns(paths), _veth(paths), address(paths))
-    bastion_changed = _write(files.sshd_config, sshd_config(
+    bastion_changed = _write_if_changed(files.sshd_config, sshd_config(
         paths, listen=f"{address(paths)}:{SSH_PORT}", host_key=files.host_key,
         pid_file=files.sshd_pid,
         # a jump host: it forwards, and runs nothing
         extra=["AllowTcpForwarding yes", "PermitTTY no", "ForceCommand /usr/sbin/nologin"]))
-    jump_changed = _write(files.jump_sshd_config, sshd_config(
+    jump_changed = _write_if_changed(files.jump_sshd_config, sshd_config(
         paths, listen=f"{n.address}:{JUMP_PORT}", host_key=files.jump_host_key,
         pid_file=files.jump_sshd_pid, docker_host=n.docker_unix))
     _ensure_rule(paths)
@@ -182,16 +182,6 @@ def healthy(paths: LabPaths) -> bool:
 
 
 # -- pieces ----------------------------------------------------------------------
-
-
-def _write(path: Path, text: str) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return True
 
 
 def _rule(paths: LabPaths) -> list[str]:
