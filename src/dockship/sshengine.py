@@ -154,7 +154,8 @@ class DialStdioTunnel:
                 hop.client.close()
                 if hop is self._conn:
                     raise
-                raise HostKeyRejected(f"jump host of {self.target}: {exc}") from None
+                raise HostKeyRejected(f"jump host {exc} (the way to "
+                                      f"{sshroute.describe(self._conn)})") from None
             except Exception as exc:
                 hop.client.close()
                 raise self._explain(hop, exc) from exc
