@@ -135,9 +135,14 @@ class Node:
 
 @dataclass(frozen=True)
 class SSHSettings:
+    """`[environments.E.ssh]`; these win over ssh_config (precedence: `dockship.sshroute`)."""
+
     user: str | None = None
     key: Path | None = None
     known_hosts: Path | None = None
+    config: Path | None = None      # ssh_config to read; None: ssh(1)'s own files
+    read_config: bool = True        # `config = false`: read no ssh_config at all
+    agent: bool = True              # offer the keys of the ssh-agent at SSH_AUTH_SOCK
 
 
 @dataclass(frozen=True)
@@ -563,10 +568,7 @@ def _environment(t: _Table, services: Mapping[str, Service]) -> Environment:
         t.error(None, "needs either `nodes = [...]` or `chef = { url = ..., client = ..., key = ... }`")
     if nodes is not None and t.has("chef"):
         t.error(None, "has both `nodes` and `chef`; keep one source of nodes")
-    ssh_t = t.table("ssh")
-    ssh = SSHSettings(user=ssh_t.value("user", checks.ssh_user_problem),
-                      key=ssh_t.path("key", must_exist=True),
-                      known_hosts=ssh_t.path("known_hosts", must_exist=True))
+    ssh = _ssh(t.table("ssh"))
     tls = _tls(t.table("tls"))
     allow_plain_tcp = t.boolean("allow_plain_tcp", False)
     endpoints = [(node_t.where("docker"), node.docker) for node_t, node in listed or ()]
@@ -597,6 +599,20 @@ def _overrides(t: _Table, services: Mapping[str, Service]) -> dict[str, Service]
             continue
         out[name] = _service_override(st, services[name])
     return out
+
+
+def _ssh(t: _Table) -> SSHSettings:
+    """`config` is a path or `false` (read no ssh_config); absent: ssh(1)'s own files."""
+    raw = t.raw("config")
+    if raw is True:
+        t.error("config", "give the path of an ssh_config file, or false to read none "
+                "(leave it out to read ssh's own ~/.ssh/config)")
+    return SSHSettings(user=t.value("user", checks.ssh_user_problem),
+                       key=t.path("key", must_exist=True),
+                       known_hosts=t.path("known_hosts", must_exist=True),
+                       config=None if isinstance(raw, bool) else t.path("config", must_exist=True),
+                       read_config=raw is not False,
+                       agent=t.boolean("agent", True))
 
 
 def _nodes(t: _Table) -> list[tuple[_Table, Node]]:

@@ -1,7 +1,7 @@
 """Node engines: one Docker client per node, opened lazily, in parallel, always closed.
 
-`ssh://` goes through our own transport (the configured key and known-hosts
-file, unknown hosts refused), `tcp://` through TLS settings, `unix://`
+`ssh://` goes through our own transport (dockship.toml's `ssh` table, then
+ssh_config and the agent, jump hosts included, unknown hosts refused), `tcp://` through TLS settings, `unix://`
 directly. Connections are opened with a bound on parallelism so a large
 fleet does not become an SSH connection storm.
 
@@ -14,10 +14,8 @@ docker-py's per-read timeout, `API_TIMEOUT`; streams have stall limits
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -92,14 +90,7 @@ class NodeEngine:
         scheme = urlsplit(url).scheme
         if scheme == "ssh":
             from dockship.sshengine import ssh_docker_client
-            ssh = self.env.ssh
-            if ssh.user and not urlsplit(url).username:
-                parts = urlsplit(url)
-                url = f"ssh://{ssh.user}@{parts.netloc}"
-            home = Path(os.path.expanduser("~/.ssh"))
-            key = ssh.key or _default_key(home)
-            known = ssh.known_hosts or home / "known_hosts"
-            return ssh_docker_client(url, key=key, known_hosts=known, timeout=self.timeout)
+            return ssh_docker_client(url, ssh=self.env.ssh, timeout=self.timeout)
         if scheme == "tcp":
             tls = self.env.tls
             tls_config = None
@@ -122,13 +113,6 @@ class NodeEngine:
                 except Exception:  # noqa: BLE001 - closing must never mask the real outcome
                     pass
                 self._client = None
-
-
-def _default_key(home: Path) -> Path:
-    for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
-        if (home / name).exists():
-            return home / name
-    return home / "id_ed25519"
 
 
 class Fleet:

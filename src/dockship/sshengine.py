@@ -1,12 +1,15 @@
-"""Docker Engine API over SSH with exactly the key and known-hosts file we are given.
+"""Docker Engine API over SSH, with the keys, host keys and jump hosts we decide.
 
 docker-py's own `ssh://` adapter (use_ssh_client=False) builds its paramiko
-client itself: it trusts `~/.ssh/known_hosts` (plus `~/.ssh/config`), offers
-every key in `~/.ssh` and the agent, and takes no parameter to change that.
+client itself: it trusts `~/.ssh/known_hosts`, offers every key in `~/.ssh`
+and the agent, knows no ProxyJump, and takes no parameter to change that.
 dockship must connect with the key and known-hosts file its configuration
-names (the lab's, or a CI deploy key), so this module opens the SSH
-connection itself and runs `docker system dial-stdio` on a channel per HTTP
-connection, which is what the docker CLI and docker-py do on the far side.
+names (the lab's, or a CI deploy key), and through the jump hosts that
+ssh_config names, so this module opens the SSH connection itself, as a
+Fabric `Connection` that `dockship.sshroute` resolved and configured, and
+runs `docker system dial-stdio` (a fixed command, never built from
+configuration) on a channel per HTTP connection, which is what the docker
+CLI and docker-py do on the far side.
 
 docker-py is given a private unix socket (in a directory only we can enter)
 whose every connection is relayed to a fresh dial-stdio channel: to docker-py
@@ -14,13 +17,13 @@ it is a local engine, reached through its public API (`unix://PATH`), with
 attach, exec and logs streams working as they do locally. No internals of
 docker-py, requests or urllib3 are used (issue 8).
 
-Host keys are checked strictly: a host missing from the given file is
-refused, never added, so a first connection cannot be silently hijacked.
+Host keys are checked strictly on every hop (see `sshroute`): a host
+missing from the known-hosts file is refused, never added.
 """
 
 from __future__ import annotations
 
-import getpass
+import dataclasses
 import http.client
 import json
 import logging
@@ -29,16 +32,18 @@ import shutil
 import socket
 import tempfile
 import threading
-import urllib.parse
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import fabric
 import paramiko
 
-from dockship.errors import Unreachable, UsageError
+from dockship import sshroute
+from dockship.config import SSHSettings
+from dockship.errors import Unreachable
 from dockship.failures import reason
+from dockship.sshroute import HostKeyRejected
 
 # What the far side runs for each HTTP connection: it relays stdin/stdout to
 # the engine named by DOCKER_HOST there (or the default socket).
@@ -57,62 +62,25 @@ DEFAULT_MAX_CHANNELS = 8
 _RELAY_CHUNK = 1 << 16
 
 
-class HostKeyRejected(Unreachable):
-    """The server's host key is not the one (or not any one) in known_hosts.
-
-    Exit 2, not 1: nothing is wrong with the server, the fix is in the
-    configuration (the known-hosts file), and nothing was touched.
-    """
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class SSHTarget:
-    """Where an `ssh://user@host[:port]` engine URL points."""
-
-    user: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, url: str) -> SSHTarget:
-        """Parse an engine URL; the user defaults to ours, as ssh(1) does."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "ssh" or not parts.hostname:
-            raise UsageError(f"{url!r} is not an ssh://user@host[:port] engine URL")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise UsageError(f"{url!r}: an ssh engine URL takes no path or query")
-        try:
-            port = parts.port or 22
-        except ValueError as exc:
-            raise UsageError(f"{url!r}: bad port ({exc})") from None
-        return cls(user=parts.username or getpass.getuser(), host=parts.hostname, port=port)
-
-    @property
-    def known_hosts_name(self) -> str:
-        """How OpenSSH (and paramiko) name this host in known_hosts."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ssh://{self.user}@{host}" + ("" if self.port == 22 else f":{self.port}")
-
-
-def ssh_docker_client(node_docker_url: str, key: Path, known_hosts: Path, *,
+def ssh_docker_client(node_docker_url: str, key: Path | None = None,
+                      known_hosts: Path | None = None, *, ssh: SSHSettings | None = None,
                       timeout: float = 60.0, connect_timeout: float = 10.0,
                       max_channels: int = DEFAULT_MAX_CHANNELS) -> docker.DockerClient:
-    """A DockerClient for an `ssh://` engine, authenticated by `key` alone.
+    """A DockerClient for an `ssh://` engine, reached as `dockship.sshroute` resolves it.
 
-    `timeout` bounds each API call (as in docker-py); `connect_timeout` bounds
-    the TCP connect, the SSH handshake and the authentication. The engine is
-    asked for its API version before returning, so an unusable endpoint fails
-    here with one clear error rather than at the first real call. Closing the
-    client closes the SSH connection and removes the relay's socket.
+    `ssh` is the environment's `[ssh]` table; `key` and `known_hosts`, when
+    given, replace its values. `timeout` bounds each API call (as in
+    docker-py); `connect_timeout` bounds the TCP connect, the SSH handshake
+    and the authentication of every hop. The engine is asked for its API
+    version before returning, so an unusable endpoint fails here with one
+    clear error rather than at the first real call. Closing the client closes
+    the SSH connections and removes the relay's socket.
     """
-    target = SSHTarget.parse(node_docker_url)
-    tunnel = DialStdioTunnel(target, key=Path(key), known_hosts=Path(known_hosts),
-                             connect_timeout=connect_timeout)
+    settings = ssh or SSHSettings()
+    settings = dataclasses.replace(settings, key=key or settings.key,
+                                   known_hosts=known_hosts or settings.known_hosts)
+    conn = sshroute.connection(node_docker_url, settings, connect_timeout=connect_timeout)
+    tunnel = DialStdioTunnel(conn, settings, connect_timeout=connect_timeout)
     try:
         api_version = tunnel.engine_api_version(timeout=timeout)
         return _TunnelledClient(tunnel, base_url=f"unix://{tunnel.path}", version=api_version,
@@ -141,16 +109,15 @@ class DialStdioTunnel:
     dial-stdio channel on it. The SSH connection is re-opened if it drops (an sshd
     restart on the node must not need a new client)."""
 
-    def __init__(self, target: SSHTarget, *, key: Path, known_hosts: Path,
+    def __init__(self, conn: fabric.Connection, settings: SSHSettings, *,
                  connect_timeout: float):
-        self.target = target
-        self._key = _load_key(key)
-        self._key_path = key
-        self._known_hosts = _load_known_hosts(known_hosts)
-        self._known_hosts_path = known_hosts
+        self._conn = conn
+        self._hops = sshroute.hops(conn)      # jump hosts first, the node last
+        self._settings = settings
+        jumps = [sshroute.describe(hop) for hop in self._hops[:-1]]
+        self.target = sshroute.describe(conn) + "".join(f" via {j}" for j in jumps[::-1])
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        self._ssh: paramiko.SSHClient | None = None
         self._dir = tempfile.mkdtemp(prefix="dockship-engine-")      # mode 0700: ours alone
         self.path = os.path.join(self._dir, "docker.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -166,62 +133,62 @@ class DialStdioTunnel:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._closed = threading.Event()
         self._acceptor = threading.Thread(target=self._accept, daemon=True,
-                                          name=f"dockship-relay {target}")
+                                          name=f"dockship-relay {self.target}")
         self._acceptor.start()
 
     # -- SSH connection ----------------------------------------------------
 
-    def _connect(self) -> paramiko.SSHClient:
-        """Open the SSH connection, checking the host key against our file only."""
-        client = paramiko.SSHClient()
-        for hostname, keys in self._known_hosts.items():
-            for key in keys.values():
-                client.get_host_keys().add(hostname, key.get_name(), key)
-        client.set_missing_host_key_policy(
-            _RefuseUnknownHost(self.target, self._known_hosts_path))
-        try:
-            client.connect(self.target.host, port=self.target.port, username=self.target.user,
-                           pkey=self._key, look_for_keys=False, allow_agent=False,
-                           timeout=self._connect_timeout, banner_timeout=self._connect_timeout,
-                           auth_timeout=self._connect_timeout,
-                           channel_timeout=self._connect_timeout)
-        except HostKeyRejected:
-            client.close()
-            raise
-        except Exception as exc:
-            client.close()
-            raise self._explain(exc) from exc
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(30)  # long rolls must not lose an idle connection to NAT/firewalls
-        self._ssh = client
-        return client
+    def _connect(self) -> paramiko.Transport:
+        """Open (or re-open) every hop that is not connected, the first jump host first.
 
-    def _explain(self, exc: Exception) -> Exception:
+        Fabric opens a hop's gateway itself; opening them in order here lets
+        a failure be named after the hop it happened on.
+        """
+        for hop in self._hops:
+            if hop.is_connected:
+                continue
+            hop.client.close()           # a dropped connection's leftovers, if any
+            try:
+                hop.open()
+            except HostKeyRejected as exc:
+                hop.client.close()
+                if hop is self._conn:
+                    raise
+                raise HostKeyRejected(f"jump host {exc} (the way to "
+                                      f"{sshroute.describe(self._conn)})") from None
+            except Exception as exc:
+                hop.client.close()
+                raise self._explain(hop, exc) from exc
+            # long rolls must not lose an idle connection to NAT/firewalls
+            hop.transport.set_keepalive(30)
+        return self._conn.transport
+
+    def _explain(self, hop: fabric.Connection, exc: Exception) -> Exception:
         """Turn paramiko's and the socket layer's errors into one line for the user."""
-        where = str(self.target)
+        where = self.target if hop is self._conn else \
+            f"jump host {sshroute.describe(hop)} (to {self.target})"
         if isinstance(exc, paramiko.BadHostKeyException):
+            known = sshroute.known_hosts_path(hop, self._settings)
             return HostKeyRejected(
                 f"{where}: host key {exc.key.fingerprint} differs from the one in "
-                f"{self._known_hosts_path} ({exc.expected_key.fingerprint}); if the host was "
+                f"{known} ({exc.expected_key.fingerprint}); if the host was "
                 f"re-created, replace its line there after checking the new key")
-        if isinstance(exc, paramiko.AuthenticationException):
-            return Unreachable(f"{where}: key {self._key_path} was not accepted "
-                               f"({exc}); add its public key to the user's authorized_keys")
+        # paramiko says "No authentication methods available" (a plain SSHException) when
+        # nothing could be offered at all, e.g. an ssh-agent holding no key.
+        if isinstance(exc, paramiko.AuthenticationException) or \
+                str(exc) == "No authentication methods available":
+            return Unreachable(f"{where}: user {hop.user} was not accepted with "
+                               f"{sshroute.offered(hop, self._settings)} ({exc}); add the public "
+                               f"key to that user's authorized_keys")
         if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
             return Unreachable(f"{where}: cannot open an SSH connection: {reason(exc)}")
         return exc
 
     def _transport(self) -> paramiko.Transport:
         with self._lock:
-            ssh = self._ssh
-            transport = ssh.get_transport() if ssh is not None else None
-            if transport is None or not transport.is_active():
-                if ssh is not None:
-                    ssh.close()
-                transport = self._connect().get_transport()
-            assert transport is not None
-            return transport
+            if self._conn.is_connected:
+                return self._conn.transport
+            return self._connect()
 
     def _open_channel(self) -> paramiko.Channel:
         """A fresh channel whose stdin/stdout is a raw connection to the far engine.
@@ -309,9 +276,8 @@ class DialStdioTunnel:
             self._listener.close()
             self._cleanup()
         with self._lock:
-            if self._ssh is not None:
-                self._ssh.close()      # ends every channel, and so every relay
-                self._ssh = None
+            for hop in reversed(self._hops):
+                hop.client.close()     # ends every channel, and so every relay
 
 
 def _copy(read, write, done) -> None:
@@ -333,44 +299,4 @@ def _quietly(action) -> None:
         pass
 
 
-class _RefuseUnknownHost(paramiko.RejectPolicy):
-    """RejectPolicy that says which file lacks the host and how to add it safely."""
-
-    def __init__(self, target: SSHTarget, known_hosts: Path):
-        self.target = target
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client, hostname, key):
-        raise HostKeyRejected(
-            f"{self.target}: host key {key.get_name()} {key.fingerprint} is not in "
-            f"{self.known_hosts}; add the host's key there (ssh-keyscan -p {self.target.port} "
-            f"{self.target.host}) after checking that fingerprint")
-
-
-def _load_key(path: Path) -> paramiko.PKey:
-    try:
-        return paramiko.PKey.from_path(path)
-    except FileNotFoundError:
-        raise UsageError(f"SSH key {path} does not exist") from None
-    except paramiko.PasswordRequiredException:
-        raise UsageError(f"SSH key {path} is passphrase-protected; dockship needs an "
-                         f"unencrypted deploy key") from None
-    except (paramiko.SSHException, OSError, ValueError) as exc:
-        raise UsageError(f"SSH key {path} cannot be read: {exc}") from None
-
-
-def _load_known_hosts(path: Path) -> paramiko.HostKeys:
-    # Read-only: paramiko's load_host_keys() would remember the file and could
-    # write it back; we only ever check against it.
-    keys = paramiko.HostKeys()
-    try:
-        keys.load(str(path))
-    except FileNotFoundError:
-        raise UsageError(f"known_hosts file {path} does not exist; create it with the "
-                         f"nodes' host keys") from None
-    except OSError as exc:
-        raise UsageError(f"known_hosts file {path} cannot be read: {exc}") from None
-    return keys
-
-
-__all__ = ["DIAL_STDIO", "DialStdioTunnel", "HostKeyRejected", "SSHTarget", "ssh_docker_client"]
+__all__ = ["DIAL_STDIO", "DialStdioTunnel", "HostKeyRejected", "ssh_docker_client"]

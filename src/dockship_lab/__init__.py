@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 
 from dockship.errors import UsageError
-from dockship_lab import balancer, chefserver, labconfig, pypi
+from dockship_lab import balancer, bastion, chefserver, labconfig, pypi
 from dockship_lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
                                     ensure_tarball, tarball_path, verify_pull)
 from dockship_lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
@@ -54,8 +54,8 @@ __all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "comma
 
 Progress = Callable[[str, str], None]
 
-STEPS = ("lock", "engine", "network", "tls", "registry", "index", "base-image", "nodes", "chef",
-         "balancer", "config")
+STEPS = ("lock", "engine", "network", "tls", "registry", "index", "base-image", "nodes", "bastion",
+         "chef", "balancer", "config")
 
 
 # --- status records ----------------------------------------------------------
@@ -126,6 +126,7 @@ class LabStatus:
     engine_started_by_lab: bool
     up: Components
     balancer: balancer.BalancerInfo | None = None
+    bastion: bastion.BastionInfo | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,6 +147,7 @@ class LabStatus:
             "ca_bundle": self.ca_bundle,
             "engine_started_by_lab": self.engine_started_by_lab,
             "balancer": self.balancer.to_json() if self.balancer else None,
+            "bastion": asdict(self.bastion) if self.bastion else None,
             "up": {**asdict(self.up), "all": self.up.all_up},
         }
 
@@ -258,6 +260,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         engine_started_by_lab=engine_started_by_lab(paths),
         up=components,
         balancer=balancer.lab_balancer_info(paths),
+        bastion=bastion.info(paths),
     )
 
 
@@ -344,7 +347,7 @@ def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Backgro
     _base_image(paths, tls, report)
 
     report("nodes", f"{count} node engine(s) on {paths.subnet}.0/24")
-    lab_nodes = nodes_up(paths, count)
+    lab_nodes = nodes_up(paths, count, bastion.known_hosts_lines(paths))
     first = lab_nodes[0]
     report("nodes", f"{first.name} pulls {ref}")
     node_engine = docker.DockerClient(base_url=_node_engine_url(first), timeout=300)
@@ -352,6 +355,11 @@ def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Backgro
         verify_pull(node_engine, ref, first.name)
     finally:
         node_engine.close()
+
+    jump = bastion.info(paths).jump_only
+    report("bastion", f"{bastion.address(paths)}; {jump.node}'s port {jump.ssh_port} answers "
+                      f"only connections through it")
+    bastion.bastion_up(paths)
 
     report("chef", f"{chefserver.URL}, environment {chefserver.ENVIRONMENT}, role {chefserver.ROLE}")
     restarted_chef = chefserver.chef_up(paths, lab_nodes)
@@ -425,6 +433,7 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
         attempt("chef", "stopping goiardi", lambda: chefserver.chef_down(paths))
         attempt("index", "stopping pypiserver", lambda: pypi.index_down(paths))
         attempt("registry", "stopping the registries", lambda: registries_down(paths))
+        attempt("bastion", "removing the bastion", lambda: bastion.bastion_down(paths))
         attempt("nodes", "removing the node engines", lambda: nodes_down(paths))
         attempt("network", f"removing this lab from {BRIDGE}", lambda: network_down(paths))
         attempt("tls", "removing /etc/docker/certs.d entries",

@@ -59,4 +59,8 @@ def _print(err: Console, data: dict[str, Any], as_json: bool) -> None:
         err.print(f"balancer  {data['balancer'].get('url')}  (HAProxy, runtime API {data['balancer'].get('socket')})")
     for node in data.get("nodes", []):
         err.print(f"node      {node['name']:8} {node['address']:15} zone {node['zone']}  {node['docker']}")
+    if bastion := data.get("bastion"):
+        jump = bastion["jump_only"]
+        err.print(f"bastion   {bastion['address']:24} jump-only: {jump['docker']} "
+                  f"({'up' if bastion['up'] else 'down'})")
     err.print(f"config    {data.get('config')}")

@@ -133,8 +133,10 @@ def known_hosts_file(paths: LabPaths) -> Path:
     return paths.root / "ssh" / "known_hosts"
 
 
-def nodes_up(paths: LabPaths, count: int) -> list[LabNode]:
+def nodes_up(paths: LabPaths, count: int, extra_known_hosts: Iterable[str] = ()) -> list[LabNode]:
     """Bring nodes 1..count up, reusing healthy ones and repairing the rest.
+
+    `extra_known_hosts`: more lines for the lab's known_hosts (the bastion's).
 
     Nodes beyond `count` are removed. The bridge is ensured too, so the nodes
     are usable on return: every engine answers on its unix socket and every
@@ -153,7 +155,7 @@ def nodes_up(paths: LabPaths, count: int) -> list[LabNode]:
         _ensure_plumbing(paths, n)
         _ensure_uts(paths, n)
     changed = {n.name: _write_node_config(paths, n) for n in nodes}
-    _write_known_hosts(paths, nodes)
+    _write_known_hosts(paths, nodes, extra_known_hosts)
     for n in nodes:
         engine_changed, sshd_changed = changed[n.name]
         _ensure_engine_started(paths, n, restart=engine_changed)
@@ -254,25 +256,29 @@ def _veth_pair_intact(host_end: str, netns: str) -> bool:
 
 
 def _ensure_plumbing(paths: LabPaths, n: LabNode) -> None:
+    plumb(paths, n.netns, veth_name(paths, _index(n)), n.address)
+
+
+def plumb(paths: LabPaths, netns: str, host_end: str, address: str) -> None:
     """Namespace, veth pair on the bridge, fixed MAC and address, lo, route via the host."""
-    host_end, mac, address = veth_name(paths, _index(n)), mac_for(n.address), f"{n.address}/24"
-    _ensure_netns(n.netns)
-    if not _veth_pair_intact(host_end, n.netns):
+    mac, cidr = mac_for(address), f"{address}/24"
+    _ensure_netns(netns)
+    if not _veth_pair_intact(host_end, netns):
         if link_exists(host_end):
             delete_link(host_end)
-        if link_exists(NODE_IF, netns=n.netns):
-            run(["ip", "-n", n.netns, "link", "del", NODE_IF])
+        if link_exists(NODE_IF, netns=netns):
+            run(["ip", "-n", netns, "link", "del", NODE_IF])
         run(["ip", "link", "add", host_end, "type", "veth",
-             "peer", "name", NODE_IF, "netns", n.netns, "address", mac])
-    if (_node_if(n.netns) or {}).get("address") != mac:
-        run(["ip", "-n", n.netns, "link", "set", NODE_IF, "address", mac])
+             "peer", "name", NODE_IF, "netns", netns, "address", mac])
+    if (_node_if(netns) or {}).get("address") != mac:
+        run(["ip", "-n", netns, "link", "set", NODE_IF, "address", mac])
     run(["ip", "link", "set", host_end, "master", BRIDGE, "up"])
-    for stale in ipv4_addresses(NODE_IF, netns=n.netns) - {address}:
-        run(["ip", "-n", n.netns, "addr", "del", stale, "dev", NODE_IF])
-    run(["ip", "-n", n.netns, "addr", "replace", address, "dev", NODE_IF])
-    run(["ip", "-n", n.netns, "link", "set", "lo", "up"])
-    run(["ip", "-n", n.netns, "link", "set", NODE_IF, "up"])
-    run(["ip", "-n", n.netns, "route", "replace", "default", "via", paths.host_address])
+    for stale in ipv4_addresses(NODE_IF, netns=netns) - {cidr}:
+        run(["ip", "-n", netns, "addr", "del", stale, "dev", NODE_IF])
+    run(["ip", "-n", netns, "addr", "replace", cidr, "dev", NODE_IF])
+    run(["ip", "-n", netns, "link", "set", "lo", "up"])
+    run(["ip", "-n", netns, "link", "set", NODE_IF, "up"])
+    run(["ip", "-n", netns, "route", "replace", "default", "via", paths.host_address])
 
 
 def _ensure_uts(paths: LabPaths, n: LabNode) -> None:
@@ -337,11 +343,18 @@ def _ensure_host_key(files: _NodeFiles, n: LabNode) -> None:
 
 
 def _sshd_config(paths: LabPaths, files: _NodeFiles, n: LabNode) -> str:
+    return sshd_config(paths, listen=f"{n.address}:{n.ssh_port}", host_key=files.host_key,
+                       pid_file=files.sshd_pid, docker_host=f"unix://{files.socket}")
+
+
+def sshd_config(paths: LabPaths, *, listen: str, host_key: Path, pid_file: Path,
+                docker_host: str | None = None, extra: Iterable[str] = ()) -> str:
+    """An sshd of the lab: the lab's client key as root's only way in."""
     return "\n".join([
         "# Written by dockship's lab; rewritten by every `dockship lab up`.",
-        f"ListenAddress {n.address}:{n.ssh_port}",
-        f"HostKey {files.host_key}",
-        f"PidFile {files.sshd_pid}",  # not the system sshd's /run/sshd.pid
+        f"ListenAddress {listen}",
+        f"HostKey {host_key}",
+        f"PidFile {pid_file}",  # not the system sshd's /run/sshd.pid
         f"AuthorizedKeysFile {_pub(client_key(paths))}",
         f"AllowUsers {SSH_USER}",
         "PermitRootLogin prohibit-password",
@@ -354,8 +367,9 @@ def _sshd_config(paths: LabPaths, files: _NodeFiles, n: LabNode) -> str:
         "StrictModes no",
         "X11Forwarding no",
         "PrintMotd no",
+        *extra,
         # What `docker system dial-stdio`, run by dockship over SSH, connects to.
-        f"SetEnv DOCKER_HOST=unix://{files.socket}",
+        *([f"SetEnv DOCKER_HOST={docker_host}"] if docker_host else []),
         "",
     ])
 
@@ -392,8 +406,8 @@ def _write_node_config(paths: LabPaths, n: LabNode) -> tuple[bool, bool]:
     return engine, sshd
 
 
-def _write_known_hosts(paths: LabPaths, nodes: Iterable[LabNode]) -> None:
-    lines = []
+def _write_known_hosts(paths: LabPaths, nodes: Iterable[LabNode], extra: Iterable[str]) -> None:
+    lines = list(extra)
     for n in nodes:
         key_type, key_b64 = _pub(_files(paths, n.name).host_key).read_text().split()[:2]
         host = n.address if n.ssh_port == 22 else f"[{n.address}]:{n.ssh_port}"
