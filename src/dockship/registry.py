@@ -199,8 +199,12 @@ class RegistryClient:
             image_config = json.loads(blob)
         except ValueError:
             raise DockshipError(f"image {self._name(repo, ref)}: its config blob is not JSON") from None
-        labels = ((image_config or {}).get("config") or {}).get("Labels") or {}
-        return {str(k): str(v) for k, v in labels.items()}
+        config_part = image_config.get("config") if isinstance(image_config, dict) else None
+        labels = config_part.get("Labels") if isinstance(config_part, dict) else None
+        if labels is not None and not isinstance(labels, dict):
+            raise DockshipError(f"image {self._name(repo, ref)}: its config's Labels is not an "
+                                "object; the registry holds a damaged or foreign image")
+        return {str(k): str(v) for k, v in (labels or {}).items()}
 
     def close(self) -> None:
         self._session.close()
@@ -561,7 +565,7 @@ def _labels_v1(manifest: dict) -> dict[str, str]:
         labels = (first.get("config") or {}).get("Labels") or {}
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return {}
-    return {str(k): str(v) for k, v in labels.items()}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def _is_certificate_error(exc: Exception) -> bool:

@@ -142,14 +142,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def pip_index_args(index_url: str) -> str:
-    """pip's options for `index_url`, shell-quoted: ``--index-url URL``, plus ``--trusted-host HOST``
-    for plain http to a host that is not loopback (pip refuses such an index otherwise)."""
-    args = ["--index-url", index_url]
-    parts = urlsplit(index_url)
-    host = parts.hostname or ""
-    if parts.scheme == "http" and host and not _is_loopback(host):
-        args += ["--trusted-host", f"[{host}]" if ":" in host else host]
-    return " ".join(shlex.quote(a) for a in args)
+    """pip's options for `index_url`, shell-quoted: ``--index-url URL``.
+
+    Never ``--trusted-host``: trusting a plain-http index on another host is a
+    decision its owner writes into the template, not one dockship makes for them
+    (design §8, transport).
+    """
+    return " ".join(shlex.quote(a) for a in ("--index-url", index_url))
 
 
 def render(template_text: str, values: TemplateValues, *, source: str) -> str:

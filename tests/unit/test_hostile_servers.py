@@ -9,6 +9,7 @@ and a generous bound on how long it took, never a tight timing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -351,3 +352,26 @@ def test_a_hung_credential_helper_is_stopped_and_named(tmp_path, monkeypatch):
                                                           docker_config=config,
                                                           helper_timeout=1), UsageError)
     assert "docker-credential-slow" in str(err) and "no answer within 1 s" in str(err)
+
+
+@pytest.mark.parametrize("labels", [["a", "b"], "x", 7])
+def test_an_image_whose_labels_are_not_an_object_is_an_error_not_a_crash(serve, labels):
+    blob = json.dumps({"config": {"Labels": labels}}).encode()
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    manifest = json.dumps({"schemaVersion": 2,
+                           "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"digest": digest, "size": len(blob),
+                                      "mediaType": "application/vnd.docker.container.image.v1+json"},
+                           "layers": []}).encode()
+
+    def registry(conn: socket.socket, req: Request, stop: threading.Event) -> None:
+        if "/manifests/" in req.path:
+            answer("200 OK", manifest, {"Content-Type":
+                   "application/vnd.docker.distribution.manifest.v2+json"})(conn, req, stop)
+        else:
+            answer("200 OK", blob, {"Content-Type": "application/octet-stream"})(conn, req, stop)
+
+    server = serve(registry)
+    client = RegistryClient(f"127.0.0.1:{server.port}", timeout=5)
+    with pytest.raises(DockshipError, match="Labels is not an object"):
+        client.image_labels("hello", "1.0.0")

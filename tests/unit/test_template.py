@@ -128,14 +128,11 @@ def test_values_that_would_break_the_dockerfile_are_refused(field, value, match)
     ("http://[::1]:8081/simple/", "--index-url 'http://[::1]:8081/simple/'"),
     ("https://pypi.internal.test/simple/", "--index-url https://pypi.internal.test/simple/"),
     ("https://10.77.0.1:8443/simple/", "--index-url https://10.77.0.1:8443/simple/"),
-    ("http://10.77.0.1:8081/simple/", "--index-url http://10.77.0.1:8081/simple/ --trusted-host 10.77.0.1"),
-    ("http://pypi.internal.test/simple/", "--index-url http://pypi.internal.test/simple/"
-                                          " --trusted-host pypi.internal.test"),
-    ("http://ci:s3cret@Pypi.Internal.test:81/simple/", "--index-url http://ci:s3cret@Pypi.Internal.test:81/simple/"
-                                                       " --trusted-host pypi.internal.test"),
-    ("http://[fd00::5]:8081/simple/", "--index-url 'http://[fd00::5]:8081/simple/' --trusted-host '[fd00::5]'"),
+    ("http://10.77.0.1:8081/simple/", "--index-url http://10.77.0.1:8081/simple/"),
+    ("http://pypi.internal.test/simple/", "--index-url http://pypi.internal.test/simple/"),
+    ("http://[fd00::5]:8081/simple/", "--index-url 'http://[fd00::5]:8081/simple/'"),
 ])
-def test_pip_trusts_a_plain_http_index_only_when_it_is_not_loopback(url, expected):
+def test_pip_is_never_told_to_trust_a_plain_http_index(url, expected):
     assert pip_index_args(url) == expected
 
 
