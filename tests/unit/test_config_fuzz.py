@@ -185,8 +185,9 @@ def _assert_valid(cfg: config.Config) -> None:
             assert node.address is None or checks.host_problem(node.address) is None
             assert all(checks.name_problem(r) is None for r in node.roles)
             if node.docker.startswith("tcp://") and not env.tls.enabled:
-                assert env.allow_plain_tcp and any(w.startswith(f"environments.{name}:")
-                                                   for w in cfg.warnings)
+                # the warning names the environment by its key path ("a.b" is quoted)
+                at = f"environments.{config._key_text(name)}:"
+                assert env.allow_plain_tcp and any(w.startswith(at) for w in cfg.warnings)
         assert (env.tls.cert is None) == (env.tls.key is None)
         assert env.ssh.user is None or checks.ssh_user_problem(env.ssh.user) is None
         assert all(checks.name_problem(z) is None for z in env.rollout.zones)
