@@ -682,7 +682,21 @@ def _arg_checks() -> dict[str, tuple[str, Any]]:
         "tail": ("--tail", lambda v: checks.number_problem(v, 0, 10_000_000, integer=True)),
         "message": ("--message", lambda v: checks.text_problem(v, limit=1024)),
         "nodes": ("--nodes", lambda v: checks.number_problem(v, 1, 64, integer=True)),
+        "report": ("--report", _output_file_problem), "junit": ("--junit", _output_file_problem),
     }
+
+
+def _output_file_problem(value: object) -> str | None:
+    """A CI file must be writable where asked, or the roll would end saying nothing of itself."""
+    path = str(value)
+    folder = os.path.dirname(os.path.abspath(path)) if path else ""
+    if not path or os.path.isdir(path):
+        return f"{path!r} is not a file path; give e.g. reports/dockship.xml"
+    if not os.path.isdir(folder):
+        return f"folder {folder} does not exist; create it first"
+    if not os.access(folder, os.W_OK):
+        return f"folder {folder} is not writable"
+    return None
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -140,3 +140,10 @@ def test_a_usage_error_still_writes_the_report(tmp_path):
     report = tmp_path / "r.json"
     assert main(["roll", "--report", str(report), "--no-such-flag"]) == 2
     assert json.loads(report.read_text())["exit_code"] == 2
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_anything_is_read(tmp_path, capsys):
+    code = main(["--config", str(tmp_path / "absent.toml"), "roll", "--env", "stage",
+                 "--junit", str(tmp_path / "no" / "such" / "junit.xml")])
+    assert code == 2
+    assert "--junit: folder" in capsys.readouterr().err
