@@ -265,13 +265,25 @@ def _deliver(args: argparse.Namespace, obj: Any) -> None:
         _write_file(args.report, _json_text(obj).encode(), "--report")
 
 
-def _write_file(path: str, data: bytes, flag: str) -> None:
-    """A CI file; failing to write it is an error naming the flag, after the work is done."""
+@contextlib.contextmanager
+def _ci_output(what: str) -> Iterator[None]:
+    """Writing a CI file or GitHub Actions output, once the command's outcome is known.
+
+    The outcome stays the exit code: a file that cannot be written (the folder
+    was checked before anything ran) is an error line on stderr, not a second
+    outcome that would hide the deployment's own.
+    """
     try:
-        with open(path, "wb") as fh:
-            fh.write(data)
+        yield
     except OSError as exc:
-        raise DockshipError(f"{flag} {path}: cannot write: {exc.strerror or exc}") from None
+        err.print(Text.assemble(("dockship: error: ", "bold red"),
+                                safe(f"{what}: cannot write: {exc.strerror or exc}")),
+                  soft_wrap=True)
+
+
+def _write_file(path: str, data: bytes, flag: str) -> None:
+    with _ci_output(f"{flag} {path}"), open(path, "wb") as fh:
+        fh.write(data)
 
 
 def _ci_stream(args: argparse.Namespace):
@@ -301,8 +313,10 @@ def _build(args: argparse.Namespace, halt: Halt) -> int:
         _write_file(args.junit, junit.build_xml(result.package, result.version,
                                                 pushed=result.pushed,
                                                 seconds=time.monotonic() - t0), "--junit")
-    ghactions.publish_build({"tag": result.tag, "digest": result.digest or "",
-                             "result": "succeeded"}, result.summary(), stream=_ci_stream(args))
+    with _ci_output("GitHub Actions outputs"):
+        ghactions.publish_build({"tag": result.tag, "digest": result.digest or "",
+                                 "result": "succeeded"}, result.summary(),
+                                stream=_ci_stream(args))
     return 0
 
 
@@ -346,7 +360,8 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
     _deliver(args, roll_document(reports))
     if args.junit:
         _write_file(args.junit, junit.roll_xml(reports), "--junit")
-    ghactions.publish_roll(reports, stream=_ci_stream(args))
+    with _ci_output("GitHub Actions outputs"):
+        ghactions.publish_roll(reports, stream=_ci_stream(args))
     if any(r.broken for r in reports):
         return 4     # a node could not be put back: the report names it
     if halt.is_set():
@@ -757,21 +772,15 @@ def _fail(args: argparse.Namespace, head: str, text: str, code: int) -> int:
 
 
 def _fail_files(args: argparse.Namespace, shown: str, code: int) -> None:
-    """--report, --junit and GitHub Actions also learn why a command ended without a result.
-
-    Best effort: the error being reported is what matters, so a file that cannot be
-    written is one more line on stderr, never a second exit code.
-    """
+    """--report, --junit and GitHub Actions also learn why a command ended without a result."""
     from dockship import ghactions, junit
 
     command = getattr(args, "command", None) or "command"
-    try:
-        if getattr(args, "report", None):
-            _write_file(args.report, _json_text({"error": shown, "exit_code": code}).encode(),
-                        "--report")
-        if getattr(args, "junit", None):
-            _write_file(args.junit, junit.error_xml(command, shown, code), "--junit")
-        if command in ("build", "roll", "rollback"):
+    if getattr(args, "report", None):
+        _write_file(args.report, _json_text({"error": shown, "exit_code": code}).encode(),
+                    "--report")
+    if getattr(args, "junit", None):
+        _write_file(args.junit, junit.error_xml(command, shown, code), "--junit")
+    if command in ("build", "roll", "rollback"):
+        with _ci_output("GitHub Actions outputs"):
             ghactions.publish_error(command, shown, code, stream=_ci_stream(args))
-    except (DockshipError, OSError) as exc:
-        err.print(Text.assemble(("dockship: error: ", "bold red"), safe(str(exc))), soft_wrap=True)

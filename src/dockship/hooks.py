@@ -71,13 +71,17 @@ class HookContext:
 def report_file(path: str | None, document: Mapping[str, Any]) -> Iterator[str]:
     """The JSON report a closing hook reads through DOCKSHIP_REPORT: written to `path`
     (--report, rewritten with the final document when the command ends), or to a private
-    temporary file removed once the hook is done."""
+    temporary file removed once the hook is done (also when `path` cannot be written)."""
     text = json.dumps(document, indent=2) + "\n"
     if path:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        yield path
-        return
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError:
+            pass          # the hook still gets its report, from a temporary file below
+        else:
+            yield path
+            return
     fd, temp = tempfile.mkstemp(prefix="dockship-report-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

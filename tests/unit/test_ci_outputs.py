@@ -147,3 +147,12 @@ def test_a_report_that_cannot_be_written_is_refused_before_anything_is_read(tmp_
                  "--junit", str(tmp_path / "no" / "such" / "junit.xml")])
     assert code == 2
     assert "--junit: folder" in capsys.readouterr().err
+
+
+def test_an_unwritable_report_after_the_outcome_is_an_error_line_not_a_new_exit_code(
+        tmp_path, capsys):
+    from dockship.cli import _write_file
+
+    folder = tmp_path / "gone"
+    _write_file(str(folder / "r.json"), b"{}", "--report")     # the folder vanished meanwhile
+    assert "--report " in capsys.readouterr().err and not folder.exists()

@@ -66,3 +66,10 @@ def test_a_reason_keeps_any_text_but_nul():
 
 def test_pre_roll_gets_no_result_variables():
     assert "DOCKSHIP_RESULT" not in HookContext("stage", "hello", "d1").variables()
+
+
+def test_an_unwritable_report_path_still_gives_the_hook_a_report(tmp_path):
+    _, seen = roll_with_hook(tmp_path, fleet(1), "post_roll",
+                             report_path=str(tmp_path / "gone" / "r.json"))
+    assert seen["report"]["result"] == "succeeded"
+    assert seen["DOCKSHIP_REPORT"] != str(tmp_path / "gone" / "r.json")
