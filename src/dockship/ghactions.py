@@ -1,8 +1,8 @@
 """GitHub Actions (design §12): the step summary, `::error` annotations and step outputs.
 
 Only under `GITHUB_ACTIONS=true`. The summary is Markdown appended to
-`$GITHUB_STEP_SUMMARY`; annotations are workflow commands on stdout, one per
-failed or broken node; `tag`, `digest` and `result` (and `failed_node`,
+`$GITHUB_STEP_SUMMARY`; annotations are workflow commands on stdout (stderr
+under --json), one per failed or broken node; `tag`, `digest` and `result` (and `failed_node`,
 `broken`) are appended to `$GITHUB_OUTPUT`, a multi-line value in the
 heredoc-delimiter form. With several services, `tag` and `digest` are one
 value when all services share it, else one `service=value` line each.
@@ -18,7 +18,9 @@ from typing import TextIO
 
 from dockship.report import NodeResult, RollReport, overall
 
-_FAILED = {NodeResult.FAILED, NodeResult.ROLLED_BACK, NodeResult.BROKEN}
+# Annotated: where the roll failed, and what it could not put back (a node rolled back
+# because another failed is in the summary, not an error of its own).
+_FAILED = {NodeResult.FAILED, NodeResult.BROKEN}
 
 
 def active(environ: Mapping[str, str] | None = None) -> bool:
@@ -45,7 +47,7 @@ def annotations(reports: Sequence[RollReport]) -> list[str]:
         for n in r.nodes:
             if n.result in _FAILED:
                 what = "broken: could not be put back" if n.result is NodeResult.BROKEN \
-                    else n.result.value.replace("_", " ")
+                    else "failed, put back"
                 lines = [f"{r.kind} of {r.service} {n.from_tag or '(none)'} -> "
                          f"{n.to_tag or '(none)'} on {n.name}: {what}"]
                 if n.reason:
