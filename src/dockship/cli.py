@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -122,6 +123,7 @@ def _build_parser(sub) -> None:
     b.add_argument("--force", action="store_true",
                    help="replace a tag that already holds different content")
     b.add_argument("--pull", action="store_true", help="refresh the base image before building")
+    _ci_flags(b)
     b.set_defaults(func=_build)
 
 
@@ -141,6 +143,7 @@ def _roll_parsers(sub) -> None:
                            help="roll the canary nodes only and stop (promote later with a normal roll)")
             r.add_argument("--zone", help="roll the nodes of this zone only")
         _deploy_flags(r)
+        _ci_flags(r)
         r.set_defaults(func=_roll, rollback=rollback, canary_only=False, zone=None)
 
 
@@ -233,17 +236,70 @@ def _remember_url_secrets(config) -> None:
         redact.remember(*redact.url_secrets(url))
 
 
+def _ci_flags(p: argparse.ArgumentParser) -> None:
+    """--junit and --report (design §12): files for CI, written whatever stdout shows."""
+    p.add_argument("--junit", metavar="PATH",
+                   help="write a JUnit XML report: a testsuite per service, a testcase per "
+                        "node step and gate")
+    p.add_argument("--report", metavar="PATH",
+                   help="write the --json object to this file (also on failure)")
+
+
+def _json_text(obj: Any) -> str:
+    from dockship.report import document
+
+    return json.dumps(document(obj), indent=2, sort_keys=False) + "\n"
+
+
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Every JSON document dockship prints goes through here: it gets `"schema": 1` first."""
+    sys.stdout.write(_json_text(obj))
     sys.stdout.flush()
+
+
+def _deliver(args: argparse.Namespace, obj: Any) -> None:
+    """A command's result object: printed with --json, written to --report either way."""
+    if args.json:
+        _emit_json(obj)
+    if getattr(args, "report", None):
+        _write_file(args.report, _json_text(obj).encode(), "--report")
+
+
+@contextlib.contextmanager
+def _ci_output(what: str) -> Iterator[None]:
+    """Writing a CI file or GitHub Actions output, once the command's outcome is known.
+
+    The outcome stays the exit code: a file that cannot be written (the folder
+    was checked before anything ran) is an error line on stderr, not a second
+    outcome that would hide the deployment's own.
+    """
+    try:
+        yield
+    except OSError as exc:
+        err.print(Text.assemble(("dockship: error: ", "bold red"),
+                                safe(f"{what}: cannot write: {exc.strerror or exc}")),
+                  soft_wrap=True)
+
+
+def _write_file(path: str, data: bytes, flag: str) -> None:
+    with _ci_output(f"{flag} {path}"), open(path, "wb") as fh:
+        fh.write(data)
+
+
+def _ci_stream(args: argparse.Namespace):
+    """Where GitHub annotations go: stdout, or stderr when stdout holds --json's object."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
 
 
 def _build(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.build import BuildOptions, build
     from dockship.progress import RichProgress
 
+    from dockship import ghactions, junit
+
     config = _config(args)
     observer = RichProgress(_progress(args), verbose=args.verbose)
+    t0 = time.monotonic()
     try:
         result = build(config, args.package,
                        BuildOptions(version=args.version, pre=args.pre, push=args.push,
@@ -252,8 +308,15 @@ def _build(args: argparse.Namespace, halt: Halt) -> int:
     finally:
         observer.close()
     _results(args).print(Text.assemble(("✓", "green"), " ", safe(result.summary())))
-    if args.json:
-        _emit_json(result.to_json())
+    _deliver(args, {**result.to_json(), "result": "succeeded"})
+    if args.junit:
+        _write_file(args.junit, junit.build_xml(result.package, result.version,
+                                                pushed=result.pushed,
+                                                seconds=time.monotonic() - t0), "--junit")
+    with _ci_output("GitHub Actions outputs"):
+        ghactions.publish_build({"tag": result.tag, "digest": result.digest or "",
+                                 "result": "succeeded"}, result.summary(),
+                                stream=_ci_stream(args))
     return 0
 
 
@@ -271,8 +334,9 @@ def _deploy_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _roll(args: argparse.Namespace, halt: Halt) -> int:
+    from dockship import ghactions, junit
     from dockship.roll import RollOptions, roll
-    from dockship.report import NodeResult
+    from dockship.report import NodeResult, roll_document
     from dockship.live import LiveTable
 
     config = _config(args)
@@ -280,21 +344,24 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
                     opts=RollOptions(tag=args.tag, dry_run=args.dry_run,
                                      canary_only=args.canary_only, zone=args.zone,
                                      lock_wait=args.lock_wait, lock_ttl=args.lock_ttl,
-                                     message=args.message, parallel=args.parallel),
+                                     message=args.message, parallel=args.parallel,
+                                     report_path=args.report),
                     observer=LiveTable(_progress(args), results=_results(args),
                                        lines=args.verbose),
                     halt=halt, rollback=args.rollback)
     if args.dry_run:
         for o in outcomes:
             _print_plan(o.plan, _results(args))
-        if args.json:
-            plans = [o.plan.to_json() for o in outcomes]
-            _emit_json(plans[0] if len(plans) == 1 else {"services": plans})
+        plans = [o.plan.to_json() for o in outcomes]
+        _deliver(args, plans[0] if len(plans) == 1 else {"services": plans})
         return 0
     reports = [o.report for o in outcomes if o.report is not None]
-    if args.json:
-        data = [r.to_json() for r in reports]
-        _emit_json(data[0] if len(data) == 1 else {"services": data})
+    # The final report objects: --json, --report, --junit and GitHub Actions all read `reports`.
+    _deliver(args, roll_document(reports))
+    if args.junit:
+        _write_file(args.junit, junit.roll_xml(reports), "--junit")
+    with _ci_output("GitHub Actions outputs"):
+        ghactions.publish_roll(reports, stream=_ci_stream(args))
     if any(r.broken for r in reports):
         return 4     # a node could not be put back: the report names it
     if halt.is_set():
@@ -564,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     its traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = argparse.Namespace(json="--json" in argv, debug="--debug" in argv)
+    args = argparse.Namespace(json="--json" in argv, debug="--debug" in argv,
+                              **_early_files(argv))
     halt = Halt()
     try:
         try:
@@ -591,6 +659,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "traceback)", 1)
 
 
+def _early_files(argv: Sequence[str]) -> dict[str, Any]:
+    """--report and --junit as typed, for the error object when the arguments do not parse."""
+    found: dict[str, Any] = {"report": None, "junit": None, "command": None}
+    taking = {"--config", "--report", "--junit"}
+    for i, arg in enumerate(argv):
+        if found["command"] is None and not arg.startswith("-") \
+                and (i == 0 or argv[i - 1] not in taking):
+            found["command"] = arg
+        for name in ("report", "junit"):
+            if arg == f"--{name}" and i + 1 < len(argv):
+                found[name] = argv[i + 1]
+            elif arg.startswith(f"--{name}="):
+                found[name] = arg.split("=", 1)[1]
+    return found
+
+
 def _tag_problem(value: object) -> str | None:
     """A tag, or a version typed as a version (1!2.0, 1.0+abc), which the roll maps to its tag."""
     from dockship.checks import tag_problem, version_problem
@@ -613,7 +697,21 @@ def _arg_checks() -> dict[str, tuple[str, Any]]:
         "tail": ("--tail", lambda v: checks.number_problem(v, 0, 10_000_000, integer=True)),
         "message": ("--message", lambda v: checks.text_problem(v, limit=1024)),
         "nodes": ("--nodes", lambda v: checks.number_problem(v, 1, 64, integer=True)),
+        "report": ("--report", _output_file_problem), "junit": ("--junit", _output_file_problem),
     }
+
+
+def _output_file_problem(value: object) -> str | None:
+    """A CI file must be writable where asked, or the roll would end saying nothing of itself."""
+    path = str(value)
+    folder = os.path.dirname(os.path.abspath(path)) if path else ""
+    if not path or os.path.isdir(path):
+        return f"{path!r} is not a file path; give e.g. reports/dockship.xml"
+    if not os.path.isdir(folder):
+        return f"folder {folder} does not exist; create it first"
+    if not os.access(folder, os.W_OK):
+        return f"folder {folder} is not writable"
+    return None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -669,4 +767,20 @@ def _fail(args: argparse.Namespace, head: str, text: str, code: int) -> int:
     err.print(Text.assemble((head, "bold red"), shown), soft_wrap=True)
     if getattr(args, "json", False):
         _emit_json({"error": shown, "exit_code": code})
+    _fail_files(args, shown, code)
     return code
+
+
+def _fail_files(args: argparse.Namespace, shown: str, code: int) -> None:
+    """--report, --junit and GitHub Actions also learn why a command ended without a result."""
+    from dockship import ghactions, junit
+
+    command = getattr(args, "command", None) or "command"
+    if getattr(args, "report", None):
+        _write_file(args.report, _json_text({"error": shown, "exit_code": code}).encode(),
+                    "--report")
+    if getattr(args, "junit", None):
+        _write_file(args.junit, junit.error_xml(command, shown, code), "--junit")
+    if command in ("build", "roll", "rollback"):
+        with _ci_output("GitHub Actions outputs"):
+            ghactions.publish_error(command, shown, code, stream=_ci_stream(args))

@@ -23,12 +23,12 @@ from dockship.config import Environment, Service
 from dockship.errors import ConfigError, DockshipError, last_line
 from dockship.gates import Balancer, Gates
 from dockship.halt import Halt
-from dockship.hooks import HookContext, HookFailed, run_hook
+from dockship.hooks import HookContext, HookFailed, report_file, run_hook
 from dockship.nodeops import NodeOps
 from dockship.observer import QuietObserver, RollObserver
 from dockship.plan import Batch, RollPlan, StepAction
 from dockship.policies import BatchPolicy, CanaryBake, Failure, OverlapWatch, ZoneCheck
-from dockship.report import NodeOutcome, NodeResult, Result, RollReport
+from dockship.report import NodeOutcome, NodeResult, Result, RollReport, roll_document
 from dockship.runtime import Runtime
 from dockship.swap import NodeSwap, Swapped, SwapRules
 from dockship.times import format_time, utc_now
@@ -44,11 +44,12 @@ class Deployment:
                  nodes: Mapping[str, NodeOps], observer: RollObserver | None = None,
                  halt: Halt | None = None, kind: str = "roll", balancer: Balancer | None = None,
                  policies: Sequence[BatchPolicy] | None = None, parallel_limit: int = 16,
-                 runtime: Runtime | None = None):
+                 runtime: Runtime | None = None, report_path: str | None = None):
         self.plan, self.service, self.env, self.nodes, self.kind = plan, service, env, nodes, kind
         self.observer = observer or QuietObserver()
         self.halt = halt or Halt()
         self.parallel = max(1, parallel_limit)
+        self.report_path = report_path      # --report: what post_roll / on_failure are shown
         self.warnings: list[str] = []
         self.gates = Gates.of(env, service, self.warnings.append, balancer=balancer)
         check = service.health
@@ -104,8 +105,7 @@ class Deployment:
         finally:
             self.close()
         if failure is None:
-            self._hook("post_roll", self._context())
-            return self._finish(Result.SUCCEEDED)
+            return self._closing("post_roll", Result.SUCCEEDED)
         return self._fail(failure)
 
     def _roll_batch(self, batch: Batch) -> Failure | None:
@@ -171,9 +171,8 @@ class Deployment:
         if left:
             self.warnings.append("left on the new version: " + ", ".join(left))
         broken = NodeResult.BROKEN in results
-        self._hook("on_failure", self._context())
-        return self._finish(Result.FAILED if broken or left else Result.ROLLED_BACK,
-                            failure.reason, failure.node)
+        return self._closing("on_failure", Result.FAILED if broken or left else Result.ROLLED_BACK,
+                             failure.reason, failure.node)
 
     # -- before and after ---------------------------------------------------------------
 
@@ -246,17 +245,30 @@ class Deployment:
                failed_node: str | None = None) -> RollReport:
         """The report as things stand (also what history records if run() never returned)."""
         bake = next((p.verdict for p in self.policies if isinstance(p, CanaryBake)), None)
+        zones = tuple(g for p in self.policies if isinstance(p, ZoneCheck) for g in p.checked)
         return RollReport(self.kind, self.plan.env, self.plan.service, self.plan.target.tag,
                           self.plan.target.digest, result, self.plan.deploy_id,
                           tuple(self.outcomes[s.node.name] for s in self.plan.steps),
                           format_time(self.started_at), time.monotonic() - self._t0, reason,
-                          failed_node, tuple(self.warnings), bake.to_json() if bake else None)
+                          failed_node, tuple(self.warnings), bake.to_json() if bake else None,
+                          zones)
 
     def _finish(self, result: Result, reason: str | None = None,
                 failed_node: str | None = None) -> RollReport:
         report = self.report(result, reason, failed_node)
         self.observer.finished(report)
         return report
+
+    def _closing(self, hook: str, result: Result, reason: str | None = None,
+                 failed_node: str | None = None) -> RollReport:
+        """Run post_roll or on_failure with the report so far, then finish the report (which
+        then also lists the hook's failure among its warnings)."""
+        if self.env.hooks.get(hook):
+            report = self.report(result, reason, failed_node)
+            with report_file(self.report_path, roll_document([report])) as path:
+                self._hook(hook, replace(self._context(), result=result.value, reason=reason,
+                                         failed_node=failed_node, report=path))
+        return self._finish(result, reason, failed_node)
 
     def _hook(self, name: str, ctx: HookContext) -> None:
         try:

@@ -12,10 +12,14 @@ the secrets (design §8): no `DOCKSHIP_REGISTRY_*`, `DOCKSHIP_SMTP_PASSWORD`,
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from dockship.errors import DockshipError
 from dockship.redact import Secrets, known, redact
@@ -41,6 +45,11 @@ class HookContext:
     node: str | None = None
     address: str | None = None
     zone: str | None = None
+    # post_roll and on_failure only (design §12): how the roll ended, and its JSON report.
+    result: str | None = None
+    reason: str | None = None
+    failed_node: str | None = None
+    report: str | None = None
 
     def variables(self) -> dict[str, str]:
         out = {"DOCKSHIP_ENV": self.env, "DOCKSHIP_SERVICE": self.service,
@@ -49,7 +58,38 @@ class HookContext:
         if self.node is not None:
             out.update(DOCKSHIP_NODE=self.node, DOCKSHIP_ADDRESS=self.address or "",
                        DOCKSHIP_ZONE=self.zone or "")
+        if self.result is not None:
+            # An environment value cannot hold NUL; anything else of the reason is kept as text.
+            out.update(DOCKSHIP_RESULT=self.result,
+                       DOCKSHIP_REASON=(self.reason or "").replace("\0", ""),
+                       DOCKSHIP_FAILED_NODE=self.failed_node or "",
+                       DOCKSHIP_REPORT=self.report or "")
         return out
+
+
+@contextlib.contextmanager
+def report_file(path: str | None, document: Mapping[str, Any]) -> Iterator[str]:
+    """The JSON report a closing hook reads through DOCKSHIP_REPORT: written to `path`
+    (--report, rewritten with the final document when the command ends), or to a private
+    temporary file removed once the hook is done (also when `path` cannot be written)."""
+    text = json.dumps(document, indent=2) + "\n"
+    if path:
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError:
+            pass          # the hook still gets its report, from a temporary file below
+        else:
+            yield path
+            return
+    fd, temp = tempfile.mkstemp(prefix="dockship-report-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        yield temp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
 
 
 def hook_environ(ctx: HookContext, secrets: Secrets | None = None) -> dict[str, str]:

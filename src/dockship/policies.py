@@ -15,6 +15,7 @@ itself a success; it never needs to know which policies there are.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from dockship.health import State, Verdict
 from dockship.nodeops import NodeOps
 from dockship.observer import Phase, RollObserver
 from dockship.plan import Batch, NodeStep, RollPlan, StepAction
+from dockship.report import GateOutcome
 from dockship.swap import Swapped, held_window
 
 
@@ -115,6 +117,7 @@ class ZoneCheck(Policy):
         # One look, not a window: the nodes were proven healthy when they were swapped.
         self.check = replace(check, min_healthy=0, timeout=min(check.timeout, 5.0))
         self.observer = observer
+        self.checked: list[GateOutcome] = []    # each zone verified, for the CI reports
 
     def after(self, batch: Batch, following: Batch | None,
               swapped: Sequence[Swapped]) -> Failure | None:
@@ -122,6 +125,14 @@ class ZoneCheck(Policy):
         if zone is None or (following is not None and following.zone == zone):
             return None
         self.observer.note(f"zone {zone} done; verifying its nodes before the next zone")
+        t0 = time.monotonic()
+        failure = self._verify(zone, swapped)
+        self.checked.append(GateOutcome(f"zone check {zone}", failure is None,
+                                        failure.reason if failure else None,
+                                        time.monotonic() - t0))
+        return failure
+
+    def _verify(self, zone: str, swapped: Sequence[Swapped]) -> Failure | None:
         for done in swapped:
             if done.step.node.zone != zone:
                 continue

@@ -93,6 +93,21 @@ def req_str(value: Any, key: str) -> str:
 
 
 @dataclass(frozen=True)
+class GateOutcome:
+    """A check between batches that judged the roll as a whole (canary bake, zone check): CI
+    reports show each as a step of its own, beside the nodes."""
+
+    name: str                        # "canary bake", "zone a"
+    passed: bool
+    reason: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "reason": self.reason,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
 class RollReport:
     kind: str                        # "roll" or "rollback"
     env: str
@@ -108,6 +123,7 @@ class RollReport:
     failed_node: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     bake: dict[str, Any] | None = None     # the canary bake's verdict and figures
+    gates: tuple[GateOutcome, ...] = ()    # zone checks (the bake's figures are in `bake`)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +148,8 @@ class RollReport:
             out["warnings"] = list(self.warnings)
         if self.bake is not None:
             out["bake"] = self.bake
+        if self.gates:
+            out["gates"] = [g.to_json() for g in self.gates]
         return out
 
     def summary(self) -> str:
@@ -144,3 +162,28 @@ class RollReport:
                                     "and was rolled back",
                 Result.FAILED: f"{self.kind} of {self.service} to {self.tag} in {self.env} failed"}[self.result]
         return f"{head} in {self.seconds:.1f}s ({parts})"
+
+
+SCHEMA = 1   # the version of every JSON document dockship prints or writes (design §12)
+
+
+def document(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON document as dockship hands it out: `"schema"` first, then the object's own keys.
+
+    Consumers check `schema` before reading anything else; it changes only when a key
+    they may rely on changes meaning or disappears.
+    """
+    return {"schema": SCHEMA, **obj}
+
+
+def roll_document(reports: "list[RollReport] | tuple[RollReport, ...]") -> dict[str, Any]:
+    """What `roll --json` prints and `--report` writes (design §2): one service's object, or
+    `{"services": [...]}` when several services rolled, always with `schema`."""
+    data = [r.to_json() for r in reports]
+    return document(data[0] if len(data) == 1 else {"services": data})
+
+
+def overall(reports: "list[RollReport] | tuple[RollReport, ...]") -> Result:
+    """The worst result among the services: failed, then rolled back, then succeeded."""
+    order = (Result.FAILED, Result.ROLLED_BACK, Result.SUCCEEDED)
+    return next((r for r in order if any(x.result is r for x in reports)), Result.SUCCEEDED)

@@ -41,6 +41,7 @@ class RollOptions:
     lock_ttl: float = DEFAULT_TTL
     message: str = ""               # stored with the deploy lock: who and why (a CI job URL)
     parallel: int = DEFAULT_PARALLEL
+    report_path: str | None = None  # --report: the file post_roll / on_failure hooks are shown
 
 
 def services_for(config: Config, env: Environment, service: str | None) -> list[Service]:
@@ -173,7 +174,8 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     nodes = {e.name: DockerNode(e, service, credentials=credentials) for e in fleet}
     clients = {e.name: e.client for e in fleet}
     deployment = Deployment(plan, service=service, env=env, nodes=nodes, observer=observer,
-                            halt=halt, kind=kind, parallel_limit=opts.parallel, runtime=runtime)
+                            halt=halt, kind=kind, parallel_limit=opts.parallel, runtime=runtime,
+                            report_path=opts.report_path)
     lock = DeployLock(docker_stores(list(clients.items()), env.name, service.name),
                       env=env.name, service=service.name, tag=plan.target.tag,
                       deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait,

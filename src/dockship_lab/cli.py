@@ -48,7 +48,9 @@ def _status(args: argparse.Namespace, err: Console) -> int:
 
 def _print(err: Console, data: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        from dockship.report import document   # "schema" like every document dockship prints
+
+        sys.stdout.write(json.dumps(document(data), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
         return
     err.print(f"index     {data.get('index_url')}")

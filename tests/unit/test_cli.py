@@ -16,7 +16,7 @@ def test_a_config_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys):
     assert cli.main(["--config", str(config), "status", "--env", "stage", "--json"]) == 2
     out, err = capsys.readouterr()
     assert f"{config}: not UTF-8 text" in err and "Traceback" not in err
-    assert json.loads(out) == {"error": f"{config}: not UTF-8 text (byte 0xff at offset 0); "
+    assert json.loads(out) == {"schema": 1, "error": f"{config}: not UTF-8 text (byte 0xff at offset 0); "
                                         "save it as UTF-8", "exit_code": 2}
 
 
@@ -56,7 +56,7 @@ def test_a_known_error_keeps_its_exit_code_and_escapes_control_characters(monkey
     assert cli.main(["roll", "--env", "stage", "--json"]) == 3
     out, err = capsys.readouterr()
     assert "\x1b" not in err and "\\x1b]0;pwned\\x07mallory" in err
-    assert json.loads(out) == {"error": "locked by \\x1b]0;pwned\\x07mallory", "exit_code": 3}
+    assert json.loads(out) == {"schema": 1, "error": "locked by \\x1b]0;pwned\\x07mallory", "exit_code": 3}
 
 
 def test_a_usage_error_from_the_parser_still_prints_the_json_object(capsys):

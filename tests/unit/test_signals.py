@@ -90,5 +90,5 @@ def test_a_signal_while_resolving_ends_at_once_touching_nothing(tmp_path, silent
     name = signal.Signals(sig).name
     assert proc.returncode == 128 + sig, err
     assert f"stopped by {name}; nothing was touched" in err
-    assert json.loads(out) == {"error": f"stopped by {name}; nothing was touched",
+    assert json.loads(out) == {"schema": 1, "error": f"stopped by {name}; nothing was touched",
                                "exit_code": 128 + sig}
