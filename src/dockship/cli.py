@@ -274,6 +274,7 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.roll import RollOptions, roll
     from dockship.report import NodeResult
     from dockship.live import LiveTable
+    from dockship import notify   # notify (issue 11)
 
     config = _config(args)
     outcomes = roll(config, args.env, service=args.service,
@@ -292,9 +293,11 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
             _emit_json(plans[0] if len(plans) == 1 else {"services": plans})
         return 0
     reports = [o.report for o in outcomes if o.report is not None]
+    notes = notify.deliver(config, args.env, reports)   # notify (issue 11): never changes the exit code
     if args.json:
         data = [r.to_json() for r in reports]
-        _emit_json(data[0] if len(data) == 1 else {"services": data})
+        _emit_json(notify.with_notifications(   # notify (issue 11): adds "notifications"
+            data[0] if len(data) == 1 else {"services": data}, notes))
     if any(r.broken for r in reports):
         return 4     # a node could not be put back: the report names it
     if halt.is_set():
