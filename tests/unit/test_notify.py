@@ -3,28 +3,16 @@ STARTTLS with a self-signed certificate) and an `http.server` webhook receiver."
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
-import socket
-import threading
-from dataclasses import replace
-from email import message_from_bytes
-from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from dockship import notify
 from dockship.config import EmailSettings, NotifySettings, parse
 from dockship.report import NodeOutcome, NodeResult, Result, RollReport
+from notifykit import Hook, Inbox, free_port, self_signed
+from notifykit import smtp_server as smtp_server_at
 
 PASSWORD = "smtp-s3cret-pw"
 
@@ -44,107 +32,29 @@ def _report(result=Result.ROLLED_BACK) -> RollReport:
                       failed_node="node2" if failed else None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Inbox:
-    def __init__(self):
-        self.mails: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.mails.append((envelope.mail_from, list(envelope.rcpt_tos),
-                           message_from_bytes(envelope.content, policy=default_policy)))
-        return "250 OK"
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "smtp.crt", tmp / "smtp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 @pytest.fixture
 def smtp_server():
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
-    controller.start()
+    inbox = Inbox()
+    controller = smtp_server_at(inbox)
     yield controller.port, inbox
     controller.stop()
 
 
 @pytest.fixture
 def tls_smtp_server(tmp_path):
-    import ssl
-    cert, key = _self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    inbox = _Inbox()
-    logins: list = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        logins.append((auth_data.login.decode(), auth_data.password.decode()))
-        return AuthResult(success=auth_data.password.decode() == PASSWORD)
-
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port(), tls_context=context,
-                            require_starttls=True, authenticator=authenticator,
-                            auth_require_tls=True)
-    controller.start()
-    yield controller.port, inbox, cert, logins
+    cert, key = self_signed(tmp_path)
+    inbox = Inbox()
+    controller = smtp_server_at(inbox, tls=(cert, key), password=PASSWORD)
+    yield controller.port, inbox, cert, inbox.logins
     controller.stop()
-
-
-class _Hook:
-    """A webhook receiver answering each POST with the next of `statuses` (then 200)."""
-
-    def __init__(self, statuses=()):
-        self.statuses = list(statuses)
-        self.bodies: list = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                hook.bodies.append((self.headers.get("Content-Type"), body))
-                status = hook.statuses.pop(0) if hook.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/deploys"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
 def hook():
-    made: list[_Hook] = []
+    made: list[Hook] = []
 
     def make(statuses=()):
-        made.append(_Hook(statuses))
+        made.append(Hook(statuses))
         return made[-1]
     yield make
     for h in made:
@@ -218,7 +128,7 @@ def test_a_wrong_password_is_reported_and_never_shown(tls_smtp_server, monkeypat
 
 
 def test_dead_webhook_and_smtp_server_are_reported_not_raised():
-    dead = _free_port()
+    dead = free_port()
     config = _config({"webhook": f"http://127.0.0.1:{dead}/hook?token=abc123secret",
                       "email": {"smtp": f"127.0.0.1:{dead}", "from": "d@example.com",
                                 "to": ["o@example.com"], "starttls": False, "timeout": 5}})
