@@ -34,8 +34,10 @@ def subject(report: RollReport) -> str:
     head = (f"[dockship] {report.env}: {what}{report.service} {_from_tags(report)} → {report.tag} "
             f"{_RESULT_WORDS[report.result]}")
     if report.result is not Result.SUCCEEDED and (report.reason or report.failed_node):
-        why = _short(report.reason or "no reason recorded", SUBJECT_REASON)
-        head += f" ({report.failed_node}: {why})" if report.failed_node else f" ({why})"
+        why = report.reason or "no reason recorded"
+        if report.failed_node and not why.startswith(f"{report.failed_node}:"):
+            why = f"{report.failed_node}: {why}"
+        head += f" ({_short(why, SUBJECT_REASON)})"
     return safe(head)
 
 

@@ -86,7 +86,7 @@ def test_a_rolled_back_roll_posts_its_report_and_mails_one_message(smtp_server, 
     (sender, rcpts, msg), = inbox.mails
     assert sender == "dockship@example.com" and rcpts == ["ops@example.com"]
     assert msg["Subject"] == ("[dockship] stage: hello 1.3.0 → 1.4.0 rolled back "
-                              "(node2: node2: health check failed: GET /health answered 500)")
+                              "(node2: health check failed: GET /health answered 500)")
     text = msg.get_content()
     assert "node2            1.3.0 → 1.4.0  failed" in text and "KeyError: 'DB'" in text
 
