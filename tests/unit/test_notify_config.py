@@ -101,3 +101,11 @@ def test_the_webhook_is_a_checked_url():
     assert _problems({"webhook": "https://[::1:8080/"})[0].startswith("notify.webhook:")
     assert _problems({"web_hook": "https://x.example/"})[0].startswith(
         "notify.web_hook: unknown key (did you mean 'webhook'?)")
+
+
+def test_config_show_masks_the_webhook_token():
+    from dockship.configview import settings
+    cfg = _parse({"webhook": "https://hooks.example.com/services/T0K3N1234567890abcdefXYZ?key=s3cr3t"})
+    shown = settings(cfg, "stage")["environments"]["stage"]["notify"]
+    assert shown["webhook"] == "https://hooks.example.com/services/***"
+    assert shown["on"] == list(NOTIFY_RESULTS)
