@@ -76,7 +76,7 @@ def smtp_server(inbox: Inbox, *, tls: tuple[Path, Path] | None = None,
     if password is not None:
         def authenticator(server, session, envelope, mechanism, auth_data):
             inbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
-            return AuthResult(success=auth_data.password.decode() == password)
+            return AuthResult(success=auth_data.password.decode() == password, handled=False)
         kwargs.update(authenticator=authenticator, auth_require_tls=tls is not None)
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **kwargs)
     controller.start()
