@@ -53,6 +53,11 @@ def test_a_roll_and_a_failed_roll_each_deliver_one_mail_and_one_webhook(fleet, r
         "email": {"smtp": f"127.0.0.1:{port}", "from": "dockship@example.com",
                   "to": ["ops@example.com"], "user": "dockship", "ca": str(ca)}})
 
+    dry = dockship("--config", str(config), "roll", "--env", "lab", "--service", fleet.service,
+                   "--tag", "1.1.0", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert hook.bodies == [] and inbox.mails == []          # a dry run notifies nobody
+
     good = _roll(fleet, config, "1.0.0")
     assert good.returncode == 0, good.stderr
     out = json.loads(good.stdout)
