@@ -337,3 +337,31 @@ def package_problem(value: object) -> str | None:
         return f"{shown(value)} is longer than 200 characters"
     return _pattern_problem(value, _PEP508_NAME_RE, "a package name is letters, digits, '.', '_' "
                             "or '-', starting and ending with a letter or digit, e.g. hello-svc")
+
+
+_MAILBOX_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
+
+
+def email_address_problem(value: object) -> str | None:
+    """A bare address `local@host` (no display name, no angle brackets): what goes in an SMTP
+    envelope, where a comma or newline could smuggle in another recipient."""
+    expected = "an address such as deploys@example.com"
+    if not isinstance(value, str) or "@" not in value:
+        return f"must be {expected}, got {shown(value)}"
+    local, _, host = value.rpartition("@")
+    if not _MAILBOX_RE.fullmatch(local) or host_problem(host):
+        return f"{shown(value)} is not {expected}"
+    return None
+
+
+def smtp_server_problem(value: object) -> str | None:
+    """An SMTP server as `host[:port]` (IPv6 in brackets): no scheme, user or path."""
+    form = "host:port, e.g. smtp.example.com:587 (IPv6: [fd00::1]:587)"
+    if not isinstance(value, str) or not value:
+        return f"must be {form}, got {shown(value)}"
+    parts, problem = _split(f"smtp://{value}", form)
+    if parts is None:
+        return problem
+    if any(ch in value for ch in "@/?#"):
+        return f"{shown(value)} is not {form}"
+    return _netloc_problem(parts, value, form)

@@ -338,6 +338,7 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
     from dockship.roll import RollOptions, roll
     from dockship.report import NodeResult, roll_document
     from dockship.live import LiveTable
+    from dockship import notify
 
     config = _config(args)
     outcomes = roll(config, args.env, service=args.service,
@@ -356,8 +357,10 @@ def _roll(args: argparse.Namespace, halt: Halt) -> int:
         _deliver(args, plans[0] if len(plans) == 1 else {"services": plans})
         return 0
     reports = [o.report for o in outcomes if o.report is not None]
-    # The final report objects: --json, --report, --junit and GitHub Actions all read `reports`.
-    _deliver(args, roll_document(reports))
+    # The final report objects: --json, --report, --junit, GitHub Actions and the
+    # notifications all read `reports`; a failed delivery never changes the exit code.
+    notes = notify.deliver(config, args.env, reports)
+    _deliver(args, notify.with_notifications(roll_document(reports), notes))
     if args.junit:
         _write_file(args.junit, junit.roll_xml(reports), "--junit")
     with _ci_output("GitHub Actions outputs"):

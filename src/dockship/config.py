@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit
 from typing import Any
 
 from dockship import checks
@@ -222,6 +223,40 @@ class BalancerSettings:
 # --- end balancer ----------------------------------------------------------------------
 
 
+# --- notify (design §12) --------------------------------------------------------------
+NOTIFY_RESULTS = ("succeeded", "rolled_back", "failed")
+SMTP_TIMEOUT = 30.0           # seconds for each SMTP exchange (connect, each command)
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    """One mail per report; the password is `DOCKSHIP_SMTP_PASSWORD`, never a key of the file."""
+
+    host: str
+    port: int
+    sender: str
+    to: tuple[str, ...]
+    starttls: bool = True
+    user: str | None = None
+    ca: Path | None = None        # CA file the relay's certificate is checked against
+    timeout: float = SMTP_TIMEOUT
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """[notify], with [environments.E.notify] applied key by key (the environment's key wins;
+    `webhook = false` / `email = false` there switch an inherited channel off)."""
+
+    webhook: str | None = None
+    email: EmailSettings | None = None
+    on: tuple[str, ...] = NOTIFY_RESULTS
+
+    @property
+    def any(self) -> bool:
+        return self.webhook is not None or self.email is not None
+# --- end notify ------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Environment:
     name: str
@@ -237,6 +272,7 @@ class Environment:
     # services as this environment runs them: [environments.NAME.services.X] applied (only
     # the services it overrides; the others run as [services.X] says). Config.service_for.
     services: Mapping[str, Service] = field(default_factory=lambda: MappingProxyType({}))
+    notify: NotifySettings = NotifySettings()
 
 
 @dataclass(frozen=True)
@@ -336,7 +372,8 @@ def parse(data: Mapping[str, Any], *, base_dir: Path, path: Path | None = None) 
     build = _build(root.table("build"))
     services = {name: _service(t) for name, t in root.table("services").tables(
         checks.service_name_problem)}
-    environments = {name: _environment(t, services) for name, t in root.table(
+    notify = _notify(root.table("notify"), NotifySettings())
+    environments = {name: _environment(t, services, notify) for name, t in root.table(
         "environments").tables(checks.name_problem)}
     for name, env in environments.items():
         _check_ports(r, env, {**services, **env.services})
@@ -558,7 +595,8 @@ def _env_value_problem(value: Any) -> str | None:
     return None
 
 
-def _environment(t: _Table, services: Mapping[str, Service]) -> Environment:
+def _environment(t: _Table, services: Mapping[str, Service],
+                 notify: NotifySettings = NotifySettings()) -> Environment:
     name = t.key
     listed = _nodes(t) if t.has("nodes") else None
     nodes = None if listed is None else tuple(node for _, node in listed)
@@ -585,7 +623,67 @@ def _environment(t: _Table, services: Mapping[str, Service]) -> Environment:
                        rollout=_rollout(t.table("rollout")), hooks=MappingProxyType(hooks),
                        balancer=_balancer(t.table("balancer")) if t.has("balancer") else None,
                        allow_plain_tcp=allow_plain_tcp, secrets_file=t.path("secrets_file"),
-                       services=MappingProxyType(_overrides(t.table("services"), services)))
+                       services=MappingProxyType(_overrides(t.table("services"), services)),
+                       notify=_notify(t.table("notify"), notify))
+
+
+def _notify(t: _Table, base: NotifySettings) -> NotifySettings:
+    """`base` with the keys `t` sets replaced (design §12); `false` turns a channel off."""
+    out = base
+    if t.raw("webhook") is False:
+        out = replace(out, webhook=None)
+    elif t.has("webhook"):
+        out = replace(out, webhook=t.url("webhook"))
+    if t.raw("email") is False:
+        out = replace(out, email=None)
+    elif t.has("email"):
+        out = replace(out, email=_email(t.table("email")))
+    if t.has("on"):
+        out = replace(out, on=_notify_on(t))
+    return out
+
+
+def _notify_on(t: _Table) -> tuple[str, ...]:
+    v = t.raw("on")
+    if not isinstance(v, list) or not v:
+        t.error("on", f"must be a non-empty list of results from {', '.join(NOTIFY_RESULTS)}, "
+                f"got {checks.shown(v)}")
+        return NOTIFY_RESULTS
+    bad = [(i, x) for i, x in enumerate(v) if x not in NOTIFY_RESULTS]
+    for i, x in bad:
+        t.item_error("on", i, f"{checks.shown(x)} is not one of: {', '.join(NOTIFY_RESULTS)}"
+                     f"{_did_you_mean(str(x), NOTIFY_RESULTS)}")
+    return NOTIFY_RESULTS if bad else tuple(dict.fromkeys(v))
+
+
+def _email(t: _Table) -> EmailSettings | None:
+    """`{ smtp = "host:port", from = ..., to = [...], starttls, user, ca, timeout }`."""
+    if t.has("password"):
+        t.error("password", "is never read from the file; set DOCKSHIP_SMTP_PASSWORD in "
+                "dockship's environment (a CI secret) instead")
+    smtp = t.value("smtp", checks.smtp_server_problem, required=True)
+    sender = t.value("from", checks.email_address_problem, required=True)
+    to = t.raw("to", required=True)
+    if to is not None and (not isinstance(to, list) or not to):
+        t.error("to", f"must be a non-empty list of addresses, got {checks.shown(to)}")
+        to = None
+    for i, addr in enumerate(to or ()):
+        if problem := checks.email_address_problem(addr):
+            t.item_error("to", i, problem)
+            to = None
+    starttls = t.boolean("starttls", True)
+    user = t.text("user")
+    if user is not None and not starttls:
+        t.error("user", "logging in without starttls would send the password in clear; "
+                "set starttls = true")
+    ca = t.path("ca", must_exist=True)
+    timeout = t.number("timeout", SMTP_TIMEOUT, 1, 300)
+    if smtp is None or sender is None or not to:
+        return None
+    split = urlsplit(f"smtp://{smtp}")
+    port = split.port or (587 if starttls else 25)
+    return EmailSettings(host=split.hostname or "", port=port, sender=sender, to=tuple(to),
+                         starttls=starttls, user=user, ca=ca, timeout=timeout)
 
 
 def _overrides(t: _Table, services: Mapping[str, Service]) -> dict[str, Service]:

@@ -25,6 +25,9 @@ def settings(config: Config, env: str | None = None) -> dict[str, Any]:
     data = _plain(config)
     data.pop("path", None)
     data["index_url"] = redact_url(config.index_url)
+    for env_data in data["environments"].values():    # a webhook URL often is its own token
+        if "webhook" in env_data.get("notify", {}):
+            env_data["notify"]["webhook"] = redact_url(env_data["notify"]["webhook"])
     if env is not None:
         config.environment(env)          # an unknown name is exit 2, with "did you mean"
         data["environments"] = {env: data["environments"][env]}
