@@ -99,7 +99,8 @@ def test_dry_run_prints_canary_and_batches_and_touches_nothing(fleet):
 @pytest.mark.usefixtures("empty")
 def test_roll_puts_the_tag_on_every_node_by_digest(fleet):
     report = roll_json(fleet, "--tag", "1.0.0")
-    assert list(report)[:6] == ROLL_KEYS
+    assert report["schema"] == 1                          # design §12: every JSON document
+    assert [k for k in report if k != "schema"][:6] == ROLL_KEYS
     assert report["result"] == "succeeded" and report["tag"] == "1.0.0"
     assert [list(n)[:6] for n in report["nodes"]] == [NODE_KEYS] * 3
     assert [(n["name"], n["zone"], n["from"], n["to"], n["result"]) for n in report["nodes"]] == [
