@@ -188,7 +188,7 @@ def _split(url: object, form: str) -> tuple[SplitResult | None, str | None]:
 
 def url_problem(url: object, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
     """A URL with one of `schemes`, a valid host (IPv6 in brackets) and a port 1–65535."""
-    form = f"{' or '.join(s + '://' for s in schemes)}host[:port]/path, IPv6 as http://[::1]:8081/"
+    form = f"{' or '.join(s + '://' for s in schemes)}host/path or host:8081/path, IPv6 as http://[::1]:8081/"
     parts, problem = _split(url, form)
     if parts is None:
         return problem
@@ -206,7 +206,7 @@ def ssh_user_problem(value: object) -> str | None:
 
 def docker_endpoint_problem(url: object) -> str | None:
     """A node engine: ssh://user@host[:port], tcp://host:port or unix:///path."""
-    forms = "ssh://user@host[:port], tcp://host:port or unix:///path"
+    forms = "ssh://user@host (or ssh://user@host:2222), tcp://host:2376 or unix:///path"
     parts, problem = _split(url, forms)
     if parts is None:
         return problem
@@ -219,12 +219,12 @@ def docker_endpoint_problem(url: object) -> str | None:
         if parts.username is not None and (problem := ssh_user_problem(parts.username)):
             return f"{shown(url)}: user {problem}"
         if parts.path not in ("", "/"):
-            return f"{shown(url)} must not have a path; expected ssh://user@host[:port]"
-        return _netloc_problem(parts, url, "ssh://user@host[:port]")
+            return f"{shown(url)} must not have a path; expected ssh://user@host or ssh://user@host:2222"
+        return _netloc_problem(parts, url, "ssh://user@host or ssh://user@host:2222")
     if parts.scheme == "tcp":
         if parts.username is not None or parts.path not in ("", "/"):
-            return f"{shown(url)} must be only tcp://host:port, e.g. tcp://10.0.0.5:2376"
-        problem = _netloc_problem(parts, url, "tcp://host:port, e.g. tcp://10.0.0.5:2376")
+            return f"{shown(url)} must be only tcp://host:2376 (a host and a port)"
+        problem = _netloc_problem(parts, url, "tcp://host:2376, a host and a port")
         if problem:
             return problem
         if parts.port is None:

@@ -47,6 +47,7 @@ DEFAULT_CONFIG = "dockship.toml"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_PARALLEL = 16                   # node engines talked to at once: one round for most fleets
 DEFAULT_LOCK_TTL = 1800.0     # seconds a deploy lock outlives its last renewal (design §9)
+NODE_SOURCES = ("nodes", "chef", "swarm")   # an environment has exactly one
 HOOK_NAMES = ("pre_roll", "pre_node", "post_node", "post_roll", "on_failure")
 BUILD_HOOK_NAMES = ("pre_build", "post_build")     # in [build.hooks]: a build has no environment
 HOUR = 3600.0                 # the upper bound of every timeout and window, in seconds
@@ -173,6 +174,18 @@ class ChefSettings:
 
 
 @dataclass(frozen=True)
+class SwarmSettings:
+    """`[environments.E] swarm = { manager = ... }`: the environment is a Docker Swarm.
+
+    Its nodes are the swarm's own (node labels `dockship.name`, `dockship.zone`,
+    `dockship.roles`), and roll, rollback, status, history and lock drive the
+    swarm through this one manager endpoint (swarm.py), not each node's engine.
+    """
+
+    manager: str          # a Docker endpoint, like a node's `docker`: ssh://, tcp:// or unix://
+
+
+@dataclass(frozen=True)
 class Bake:
     """Canary bake: probe canary and baseline nodes side by side, compare, then go on."""
 
@@ -273,6 +286,7 @@ class Environment:
     # the services it overrides; the others run as [services.X] says). Config.service_for.
     services: Mapping[str, Service] = field(default_factory=lambda: MappingProxyType({}))
     notify: NotifySettings = NotifySettings()
+    swarm: SwarmSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -602,16 +616,22 @@ def _environment(t: _Table, services: Mapping[str, Service],
     nodes = None if listed is None else tuple(node for _, node in listed)
     chef_t = t.table("chef")
     chef = _chef(chef_t, name) if t.has("chef") else None
-    if nodes is None and not t.has("chef"):
-        t.error(None, "needs either `nodes = [...]` or `chef = { url = ..., client = ..., key = ... }`")
-    if nodes is not None and t.has("chef"):
-        t.error(None, "has both `nodes` and `chef`; keep one source of nodes")
+    swarm_t = t.table("swarm")
+    swarm = _swarm(swarm_t) if t.has("swarm") else None
+    sources = [k for k in NODE_SOURCES if t.has(k)]
+    if not sources:
+        t.error(None, "needs a source of nodes: `nodes = [...]`, `chef = { url = ..., client = "
+                "..., key = ... }` or `swarm = { manager = ... }`")
+    if len(sources) > 1:
+        t.error(None, f"has {' and '.join(f'`{k}`' for k in sources)}; keep one source of nodes")
     ssh = _ssh(t.table("ssh"))
     tls = _tls(t.table("tls"))
     allow_plain_tcp = t.boolean("allow_plain_tcp", False)
     endpoints = [(node_t.where("docker"), node.docker) for node_t, node in listed or ()]
     if chef is not None:
         endpoints.append((chef_t.where("docker"), chef.docker))
+    if swarm is not None:
+        endpoints.append((swarm_t.where("manager"), swarm.manager))
     _transport(t, endpoints, tls, allow_plain_tcp)
     hooks_t = t.table("hooks")
     for k in BUILD_HOOK_NAMES:
@@ -624,7 +644,7 @@ def _environment(t: _Table, services: Mapping[str, Service],
                        balancer=_balancer(t.table("balancer")) if t.has("balancer") else None,
                        allow_plain_tcp=allow_plain_tcp, secrets_file=t.path("secrets_file"),
                        services=MappingProxyType(_overrides(t.table("services"), services)),
-                       notify=_notify(t.table("notify"), notify))
+                       notify=_notify(t.table("notify"), notify), swarm=swarm)
 
 
 def _notify(t: _Table, base: NotifySettings) -> NotifySettings:
@@ -863,6 +883,11 @@ def _chef(t: _Table, env_name: str) -> ChefSettings | None:
     return ChefSettings(url=url, client=client, key=key, environment=environment, docker=docker,
                         sign_version=sign, verify=verify, attributes=MappingProxyType(
                             {"address": "ipaddress", "zone": "zone", **attrs}))
+
+
+def _swarm(t: _Table) -> SwarmSettings | None:
+    manager = t.value("manager", checks.docker_endpoint_problem, required=True)
+    return SwarmSettings(manager=manager) if manager else None
 
 
 def _chef_docker_problem(value: Any) -> str | None:

@@ -94,10 +94,24 @@ def test_bad_batches_are_rejected(batch):
     assert problems and all(p.startswith("environments.stage.rollout.batch") for p in problems)
 
 
-def test_an_environment_needs_nodes_or_chef():
+def test_an_environment_needs_a_source_of_nodes():
     problems = _errors(_with(environments={"stage": {}}))
-    assert problems == ["environments.stage: needs either `nodes = [...]` or "
-                        "`chef = { url = ..., client = ..., key = ... }`"]
+    assert problems == ["environments.stage: needs a source of nodes: `nodes = [...]`, "
+                        "`chef = { url = ..., client = ..., key = ... }` or "
+                        "`swarm = { manager = ... }`"]
+
+
+def test_a_swarm_environment_names_its_manager_and_nothing_else():
+    ok = parse(_with(environments={"s": {"swarm": {"manager": "ssh://root@10.0.0.1"}}}),
+               base_dir=Path("/"))
+    assert ok.environments["s"].swarm.manager == "ssh://root@10.0.0.1"
+    assert ok.environments["s"].nodes is None
+    problems = _errors(_with(environments={"s": {
+        "swarm": {"manager": "http://10.0.0.1"},
+        "nodes": [{"name": "a", "docker": "ssh://root@10.0.0.2"}]}}))
+    assert any(p.startswith("environments.s.swarm.manager: 'http://10.0.0.1' is not a Docker "
+                            "endpoint") for p in problems)
+    assert "environments.s: has `nodes` and `swarm`; keep one source of nodes" in problems
 
 
 def test_hooks_are_argv_lists_not_shell_strings():
