@@ -67,6 +67,10 @@ class NodeEngine:
         return parts.hostname if parts.scheme in ("ssh", "tcp") and parts.hostname else "127.0.0.1"
 
     @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
     def client(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:

@@ -20,6 +20,11 @@ from dockship.errors import ConfigError, UsageError, printable
 
 def nodes_for(env: Environment, service: Service) -> tuple[Node, ...]:
     """The nodes of `env` that run `service` (by its role); at least one, or a clear error."""
+    if env.swarm is not None:   # its nodes are reached through the manager (backends.py)
+        raise UsageError(f"environment '{env.name}' is a Docker Swarm: its nodes are reached "
+                         "through its manager, not one by one; this command works on "
+                         "environments with `nodes` or `chef` (roll, rollback, status, history "
+                         "and lock work on a swarm)")
     if env.chef is not None:
         nodes = chef_nodes(env.chef, env.name, service.role, setting=f"environments.{env.name}.chef")
         where = (f"Chef search 'role:{service.role} AND chef_environment:{env.chef.environment}'"

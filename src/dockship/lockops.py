@@ -1,7 +1,7 @@
 """`dockship lock status` and `lock release`: who holds a deploy lock, and giving it back.
 
-A service's lock lives on every node that runs it (lock.py), so both
-commands read every node. Release exists for the holder that can no longer
+A service's lock lives where its backend keeps it (backends.py): on every
+node that runs it, or once for a whole swarm; both commands read every copy. Release exists for the holder that can no longer
 give it back (a SIGKILL, a lost CI agent): without `--force` it removes only
 a lease that ran out or one whose holder is a process of this machine that
 no longer runs; anything else needs `--force`, because removing a live
@@ -19,14 +19,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from dockship import history
-from dockship.config import Config, Service
+from dockship import parallel
+from dockship.backends import Backend, open_backend
+from dockship.config import DEFAULT_PARALLEL, Config, Service
 from dockship.errors import LockHeld
 from dockship.failures import reason
-from dockship.fleet import Fleet, NodeEngine
 from dockship.history import HistoryRecord, Kind
-from dockship.inventory import nodes_for
-from dockship.lock import DockerLockStore, Found, LockInfo, default_holder
+from dockship.lock import Found, LockInfo, LockStore, default_holder
 from dockship.report import NodeOutcome, NodeResult, Result
 from dockship.times import format_time, human_duration, utc_now
 
@@ -89,29 +88,28 @@ class ServiceLock:
                 "nodes": [n.to_json() for n in self.nodes]}
 
 
-def _read(engine: NodeEngine, env: str, service: str) -> NodeLock:
-    try:
-        found = DockerLockStore(engine.name, engine.client, env, service).read()
-    except Exception as exc:  # noqa: BLE001 - one unreachable node must not hide the others
-        return NodeLock(engine.name, engine.node.zone, error=reason(exc))
-    return NodeLock(engine.name, engine.node.zone, found=found)
+def _read_all(backend: Backend, env: str, service: str) -> ServiceLock:
+    """Every copy of the lock, read at once; one that cannot be read is its row's error."""
+    zones = {n.name: n.zone for n in backend.nodes}
+    rows = parallel.each(list(backend.lock_stores()), lambda store: store.read(),
+                         limit=DEFAULT_PARALLEL)
+    return ServiceLock(env, service, tuple(
+        NodeLock(store.node, zones.get(store.node), found=found) if exc is None
+        else NodeLock(store.node, zones.get(store.node), error=reason(exc))
+        for store, found, exc in rows))
 
 
-def _services(config: Config, env_name: str, service: str | None) -> list[Service]:
-    from dockship.roll import services_for
-    return services_for(config, config.environment(env_name), service)
+def _services(config: Config, env: str, service: str | None) -> list[Service]:
+    return config.services_in(env) if service is None else [config.service_for(env, service)]
 
 
 def lock_status(config: Config, env_name: str, service: str | None = None) -> list[ServiceLock]:
     """The lock of each service of the environment, as every node holds it."""
     env = config.environment(env_name)
     out = []
-    for svc in _services(config, env_name, service):
-        with Fleet(nodes_for(env, svc), env) as fleet:
-            rows = fleet.each(lambda e: _read(e, env.name, svc.name))
-            out.append(ServiceLock(env.name, svc.name, tuple(
-                value if value is not None else NodeLock(e.name, e.node.zone, error=reason(exc))
-                for e, value, exc in rows)))
+    for svc in _services(config, env.name, service):
+        with open_backend(env, svc, connect=False) as backend:
+            out.append(_read_all(backend, env.name, svc.name))
     return out
 
 
@@ -154,11 +152,9 @@ def release(config: Config, env_name: str, service: str | None = None, *,
     """Remove each service's lock from every node, and record that in its history."""
     env = config.environment(env_name)
     out = []
-    for svc in _services(config, env_name, service):
-        with Fleet(nodes_for(env, svc), env) as fleet:
-            fleet.connect()
-            rows = fleet.each(lambda e: _read(e, env.name, svc.name))
-            state = ServiceLock(env.name, svc.name, tuple(v for _, v, _ in rows if v is not None))
+    for svc in _services(config, env.name, service):
+        with open_backend(env, svc) as backend:
+            state = _read_all(backend, env.name, svc.name)
             if not state.locked:
                 out.append(Released(svc.name, None))
                 continue
@@ -166,22 +162,24 @@ def release(config: Config, env_name: str, service: str | None = None, *,
             if live and not force:
                 raise LockHeld(f"{live[0].describe()}; if its holder is gone for good (a killed "
                                "job), release it with `dockship lock release --force`")
-            out.append(_remove_and_record(fleet, state, force=force))
+            out.append(_remove_and_record(backend, state, force=force))
     return out
 
 
-def _remove_and_record(fleet: Fleet, state: ServiceLock, *, force: bool) -> Released:
+def _remove_and_record(backend: Backend, state: ServiceLock, *, force: bool) -> Released:
     held = state.holder
     info = held.info if held else None
     by_node = {n.node: n.found for n in state.nodes if n.found is not None}
 
-    def remove(engine: NodeEngine) -> None:
-        found = by_node.get(engine.name)
+    def remove(store: LockStore) -> None:
+        found = by_node.get(store.node)
         if found is not None:
-            DockerLockStore(engine.name, engine.client, state.env, state.service).remove(
-                found.container_id)
+            store.remove(found.container_id)
 
-    failed = tuple(sorted(e.name for e, _, exc in fleet.each(remove) if exc is not None))
+    stores = list(backend.lock_stores())
+    failed = tuple(sorted(s.node for s, _, exc in parallel.each(stores, remove,
+                                                                 limit=DEFAULT_PARALLEL)
+                          if exc is not None))
     now = utc_now()
     what = (f"lock of deploy {info.deploy_id} held by {info.holder} "
             f"(renewed {human_duration(held.idle)} ago)" if info and held
@@ -196,10 +194,10 @@ def _remove_and_record(fleet: Fleet, state: ServiceLock, *, force: bool) -> Rele
                                 NodeResult.FAILED if n.node in failed else NodeResult.UPDATED, 0.0)
                     for n in state.nodes if n.found is not None),
         warnings=(f"the lock could not be removed on: {', '.join(failed)}",) if failed else ())
-    ledger = history.Ledger(state.env, state.service)
-    for engine in fleet:
+    ledger = backend.ledger()
+    for store in stores:
         try:
-            ledger.append(engine.name, engine.client, record)
+            ledger.append(store.node, record)
         except Exception:  # noqa: BLE001 - the release itself happened; history is best effort
             pass
     return Released(state.service, record, failed)

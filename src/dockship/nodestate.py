@@ -1,6 +1,6 @@
 """What a node runs, read once before planning: the data a plan is a pure function of.
 
-One parallel pass over the fleet fills these records (roll.read_nodes);
+One parallel pass over the fleet fills these records (backends.EngineBackend.read, swarm.SwarmFleet.read_states);
 `plan.plan_roll` and `plan.plan_rollback` then decide from them alone, so
 every planning rule is unit-tested with plain data and no engine.
 """

@@ -79,26 +79,45 @@ def probe_check(session: requests.Session, address: str, port: int, check: Healt
     return Answer(status, status is not None, error)
 
 
-def observe(container: ServiceContainer, probe: Callable[[], Answer], at: float) -> Observation:
-    """The container's engine state and, while it runs, one `probe()`."""
+@dataclass(frozen=True)
+class EngineState:
+    """What the engine says of the thing being watched (a container, or a Swarm task)."""
+
+    status: str                   # running, exited, restarting, dead, created, removed...
+    exit_code: int | None = None
+    restarts: int = 0
+
+
+def container_state(container: ServiceContainer) -> EngineState:
     try:
         state = container.client.api.inspect_container(container.id)
     except docker.errors.NotFound:
-        return Observation(at, "removed")
+        return EngineState("removed")
     status = state["State"].get("Status", "unknown")
     if state["State"].get("Restarting"):
         status = "restarting"
     exit_code = state["State"].get("ExitCode") if status in ("exited", "dead") else None
-    restarts = int(state.get("RestartCount") or 0)
-    answer = probe() if status == "running" else Answer()
-    return Observation(at, status, exit_code=exit_code, restarts=restarts,
+    return EngineState(status, exit_code, int(state.get("RestartCount") or 0))
+
+
+def observe(state: EngineState, probe: Callable[[], Answer], at: float) -> Observation:
+    """The engine's state and, while it runs, one `probe()`."""
+    answer = probe() if state.status == "running" else Answer()
+    return Observation(at, state.status, exit_code=state.exit_code, restarts=state.restarts,
                        http_status=answer.status, connected=answer.connected, error=answer.error)
 
 
 def wait_healthy(container: ServiceContainer, *, address: str, port: int, check: HealthCheck,
                  cancel: threading.Event | None = None,
                  on_update=None) -> Verdict:
-    """Probe until the judge decides; `cancel` makes it give up (as a failure)."""
+    """Probe a container until the judge decides; `cancel` makes it give up (as a failure)."""
+    return watch(lambda: container_state(container), address=address, port=port, check=check,
+                 cancel=cancel, on_update=on_update)
+
+
+def watch(state: Callable[[], EngineState], *, address: str, port: int, check: HealthCheck,
+          cancel: threading.Event | None = None, on_update=None) -> Verdict:
+    """Look at `state()` and probe address:port until the judge decides."""
     judge = HealthJudge(check)
     session = requests.Session()
     session.trust_env = False
@@ -106,7 +125,7 @@ def wait_healthy(container: ServiceContainer, *, address: str, port: int, check:
     probe_timeout = max(0.5, min(2.0, check.timeout / 4))
     try:
         while True:
-            obs = observe(container,
+            obs = observe(state(),
                           lambda: probe_check(session, address, port, check, probe_timeout),
                           time.monotonic() - started)
             verdict = judge.observe(obs)

@@ -11,21 +11,21 @@ import dataclasses
 import uuid
 from dataclasses import dataclass
 
-from dockship import history, servicesecrets
+from dockship import history, servicesecrets, swarmstate
+from dockship.backends import Backend, open_backend
 from dockship.config import DEFAULT_PARALLEL, Config, Environment, Service
 from dockship.credentials import Credentials, registry_credentials
 from dockship.fleet import Fleet
 from dockship.errors import UsageError
 from dockship.halt import Halt
 from dockship.inventory import nodes_for
-from dockship.lock import DEFAULT_TTL, DeployLock, LeaseKeeper, docker_stores
-from dockship.nodeops import DockerNode
-from dockship.nodestate import NodeState
+from dockship.lock import DEFAULT_TTL, DeployLock, LeaseKeeper
 from dockship.observer import QuietObserver, RollObserver
 from dockship.plan import RollPlan, Target, plan_rollback, plan_roll
 from dockship.registry import RegistryClient
 from dockship.report import Result, RollReport
 from dockship.runtime import Runtime
+from dockship.swarmmanager import SwarmManager
 from dockship.executor import Deployment
 from dockship.tags import newest_tag, parse_version, tag_for
 from dockship.times import human_duration, utc_now
@@ -80,23 +80,6 @@ def resolve_target(config: Config, service: Service, tag: str | None,
     return Target(service=service.name, tag=tag, digest=digest, repository=repository)
 
 
-def read_nodes(fleet: Fleet, service: Service, repository: str, *,
-               rollback: bool = False) -> list[NodeState]:
-    """One parallel pass: what every node runs (and, for a rollback, whether the image of
-    its previous version is still there). Planning is then a pure function of this."""
-    def read(engine) -> NodeState:
-        node = DockerNode(engine, service)
-        running = node.current()
-        images: frozenset[str] = frozenset()
-        prev = running.previous_digest if running else None
-        if rollback and prev and node.has_image(f"{repository}@{prev}"):
-            images = frozenset({prev})
-        return NodeState(engine.node, running, images)
-
-    states = fleet.gather(read)
-    return [states[e.name] for e in fleet]
-
-
 def new_deploy_id() -> str:
     """Short and random: it names containers and history files, and is typed by humans."""
     return uuid.uuid4().hex[:12]
@@ -131,18 +114,18 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
     with RegistryClient(config.registry, credentials=creds) as registry:
         planned = []
         for svc in chosen:
-            nodes = nodes_for(env, svc)
+            if env.swarm is None:
+                nodes_for(env, svc)     # no nodes (or a bad Chef answer): exit 2 before any roll
             target = None
             if not (rollback and opts.tag is None):
                 target = resolve_target(config, svc, opts.tag, registry)
-            planned.append((svc, nodes, target))
-    for svc, nodes, target in planned:
+            planned.append((svc, target))
+    for svc, target in planned:
         if halt.is_set():     # stopped while an earlier service rolled: leave the rest alone
             break
-        with Fleet(nodes, env, parallel=opts.parallel) as fleet:
-            fleet.connect()
+        with open_backend(env, svc, parallel=opts.parallel) as backend:
             repository = f"{config.registry}/{svc.image}"
-            states = read_nodes(fleet, svc, repository, rollback=target is None)
+            states = backend.read(repository, rollback=target is None)
             if target is None:
                 plan = plan_rollback(env, svc, states, repository, deploy_id=new_deploy_id())
             else:
@@ -152,7 +135,7 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
             if opts.dry_run:
                 outcomes.append(Outcome(plan, None))
                 continue
-            report = execute(plan, env=env, service=svc, fleet=fleet, opts=opts,
+            report = execute(plan, env=env, service=svc, backend=backend, opts=opts,
                              observer=observer, halt=halt, credentials=creds,
                              kind="rollback" if rollback else "roll",
                              runtime=runtimes[svc.name])
@@ -162,7 +145,7 @@ def roll(config: Config, env_name: str, *, service: str | None = None,
     return outcomes
 
 
-def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
+def execute(plan: RollPlan, *, env: Environment, service: Service, backend: Backend,
             opts: RollOptions, observer: RollObserver, halt: Halt,
             credentials: Credentials | None, kind: str,
             runtime: Runtime | None = None) -> RollReport:
@@ -171,21 +154,20 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     History is written in a `finally`: every roll that took the lock is
     recorded, whatever happened, with the reason it stopped.
     """
-    nodes = {e.name: DockerNode(e, service, credentials=credentials) for e in fleet}
-    clients = {e.name: e.client for e in fleet}
+    nodes = backend.ops(credentials)
     deployment = Deployment(plan, service=service, env=env, nodes=nodes, observer=observer,
                             halt=halt, kind=kind, parallel_limit=opts.parallel, runtime=runtime,
                             report_path=opts.report_path)
-    lock = DeployLock(docker_stores(list(clients.items()), env.name, service.name),
+    lock = DeployLock(backend.lock_stores(),
                       env=env.name, service=service.name, tag=plan.target.tag,
                       deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait,
                       message=opts.message, parallel_limit=opts.parallel)
-    ledger = history.Ledger(env.name, service.name)
+    ledger = backend.ledger()
 
-    def taken(node: str) -> None:
-        # The node is ours: prepare it (pull, read, create) while the lock is taken elsewhere.
-        deployment.prepare([node])
-        ledger.prepare_node(node, clients[node])
+    def taken(store: str) -> None:
+        # The nodes are ours: prepare them (pull, read, create) while the lock is taken elsewhere.
+        deployment.prepare(backend.covers(store))
+        ledger.prepare(store)
 
     halt.begin_changes()     # from the first lock on, a signal winds the roll down
     try:
@@ -200,31 +182,31 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     finally:
         if report is None:   # run() never returns without a report; this is for a bug
             report = deployment.report(Result.FAILED, "internal error: the roll stopped early")
-        report = _record_and_release(report, deployment, lock, ledger, clients, observer)
+        report = _record_and_release(report, deployment, lock, ledger, backend, observer)
     return report
 
 
 def _record_and_release(report: RollReport, deployment: Deployment, lock: DeployLock,
-                        ledger: history.Ledger, clients: dict, observer: RollObserver
-                        ) -> RollReport:
-    """History on every node (under the lock where it is still ours), pruning, release."""
+                        ledger, backend: Backend, observer: RollObserver) -> RollReport:
+    """History where the lock is (under it while it is still ours), pruning, release."""
     rec = history.HistoryRecord.of(report, user=lock.info.holder, finished_at=utc_now())
     late: list[str] = []
-    unrecorded: set[str] = set(clients)
+    unrecorded: set[str] = set(lock.nodes)
 
-    def before_release(node: str) -> None:
+    def before_release(store: str) -> None:
         if report.ok:
-            problem = deployment.prune_node(node)
-            if problem:
-                late.append(problem)
-        ledger.append(node, clients[node], rec)
-        unrecorded.discard(node)
+            for node in backend.covers(store):
+                problem = deployment.prune_node(node)
+                if problem:
+                    late.append(problem)
+        ledger.append(store, rec)
+        unrecorded.discard(store)
 
     failed = lock.release(before=before_release)
-    for node in sorted(unrecorded):     # a lost lock: the record still goes there, best effort
+    for store in sorted(unrecorded):     # a lost lock: the record still goes there, best effort
         try:
-            ledger.append(node, clients[node], rec)
-            unrecorded.discard(node)
+            ledger.append(store, rec)
+            unrecorded.discard(store)
         except Exception:  # noqa: BLE001 - listed below
             pass
     if unrecorded:
@@ -240,6 +222,14 @@ def _record_and_release(report: RollReport, deployment: Deployment, lock: Deploy
 def read_history(config: Config, env_name: str, service: str | None) -> list[history.HistoryRecord]:
     env = config.environment(env_name)
     chosen = services_for(config, env, service)
+    wanted = {svc.name for svc in chosen}
+    if env.swarm is not None:
+        manager = SwarmManager(env)
+        try:
+            return [r for r in swarmstate.read_history(manager.call, env.name, service)
+                    if r.service in wanted]
+        finally:
+            manager.close()
     nodes: dict[str, object] = {}
     for svc in chosen:
         for n in nodes_for(env, svc):
@@ -247,6 +237,5 @@ def read_history(config: Config, env_name: str, service: str | None) -> list[his
     with Fleet(list(nodes.values()), env) as fleet:
         fleet.connect()
         engines = [(e.name, e.client) for e in fleet]
-        wanted = {svc.name for svc in chosen}
         return [r for r in history.read(engines, env.name, service) if r.service in wanted]
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dockship.config import Config, Service
+from dockship.config import Config, Environment, Service
 from dockship.container import containers_of, current
 from dockship.fleet import Fleet, NodeEngine
 from dockship.failures import reason
 from dockship.inventory import nodes_for
 from dockship.probe import probe_once
+from dockship.swarm import SwarmFleet
+from dockship.swarmspec import running_task, task_state
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ def status(config: Config, env_name: str, service: str | None = None) -> list[Se
     env = config.environment(env_name)
     out = []
     for svc in services_for(config, env, service):
+        if env.swarm is not None:
+            out.append(ServiceStatus(env.name, svc.name, swarm_rows(env, svc)))
+            continue
         with Fleet(nodes_for(env, svc), env) as fleet:
             rows = fleet.each(lambda e: node_status(e, svc))
             out.append(ServiceStatus(env.name, svc.name, tuple(
@@ -85,3 +90,33 @@ def status(config: Config, env_name: str, service: str | None = None) -> list[Se
                                                            None, None, None, (), error=reason(exc))
                 for engine, value, exc in rows)))
     return out
+
+
+def swarm_rows(env: Environment, service: Service) -> tuple[NodeStatus, ...]:
+    """What each swarm node runs: the revision its label names, that revision's task on it,
+    and the answer of its published port. The node's previous revision is what it retains."""
+    with SwarmFleet(env, service) as fleet:
+        infos = fleet.infos()
+        revisions = {r.name: r for r in fleet.revisions()}
+        rows = []
+        for info in infos:
+            address = service.publish.reach(info.address)
+            rev = revisions.get(info.labels.get(fleet.cursor, ""))
+            prev = revisions.get(info.labels.get(fleet.previous, ""))
+            if rev is None:
+                rows.append(NodeStatus(info.name, info.zone, address, None, None, "not running",
+                                       None, None, None, (prev.tag or "?",) if prev else ()))
+                continue
+            tasks = fleet.tasks(rev.name, info.id)
+            task = running_task(tasks)
+            if task is None:
+                newest = max(tasks, key=lambda t: str(t.get("CreatedAt") or ""), default=None)
+                health = task_state(newest)[1] if newest else "not running"
+                since = None
+            else:
+                health = probe_once(address, service.host_port, service.health)
+                since = (task.get("Status") or {}).get("Timestamp")
+            rows.append(NodeStatus(info.name, info.zone, address, rev.tag, rev.digest, health,
+                                   since, rev.deploy_id, prev.tag if prev else None,
+                                   (prev.tag or "?",) if prev else ()))
+        return tuple(rows)
