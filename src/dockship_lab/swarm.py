@@ -17,10 +17,13 @@ nodes are told apart.
 
 State lives on the engines (their data roots keep the swarm across restarts),
 so `swarm_up` first looks: a healthy swarm of exactly the lab nodes, each in
-its wanted role, is reused as it is. Anything else (a half-formed swarm, a
-node in another swarm, a node missing, all left by an interrupted run) is
-taken apart with `swarm leave --force` on every node and formed again.
-Forming a swarm does not touch the containers already on the engines.
+its wanted role, is reused as it is. Leftovers of an interrupted run (a node
+that left, a node in another swarm, stale entries of nodes long gone) are
+repaired inside the swarm holding most lab nodes, so that its services (a
+Swarm test's, running now) survive: the odd nodes `swarm leave --force` and
+join again, stale entries are removed. When no manager answers with a
+quorum, every node leaves (forced) and the swarm is formed anew. Neither
+touches the plain containers already on the engines.
 
 The lab talks to the engines over their local unix sockets, as its other
 checks do; the manager URL it reports is the `ssh://` one dockship uses.
@@ -52,6 +55,7 @@ LABEL_ROLES = "dockship.roles"
 ADDRESS_POOL = "10.210.0.0/16"
 READY_TIMEOUT = 90.0            # seen: a few seconds; generous for a loaded CI machine
 _API_TIMEOUT = 60
+_INFO_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -102,23 +106,44 @@ def node_labels(n: LabNode, roles: Sequence[str] = ROLES) -> dict[str, str]:
     return {LABEL_NAME: n.name, LABEL_ZONE: n.zone, LABEL_ROLES: ",".join(roles)}
 
 
+@dataclass(frozen=True)
+class Repair:
+    """How a swarm a manager lists becomes exactly the lab's nodes, keeping its services."""
+
+    rejoin: tuple[str, ...]         # lab nodes to leave (forced) and join again in their role
+    remove: tuple[SwarmNode, ...]   # listed entries that are no lab node's membership now
+
+    @property
+    def nothing(self) -> bool:
+        return not self.rejoin and not self.remove
+
+
+def repair_plan(listed: Sequence[SwarmNode], local: Mapping[str, LocalState],
+                nodes: Sequence[LabNode]) -> Repair:
+    """Which lab nodes are not sound members of the listed swarm, and which entries are stale.
+
+    `local`: each lab node's own view, by name. A sound member is listed under
+    its address with the node ID the engine itself reports (else the engine
+    sits in some other swarm, or left this one), ready, reachable and in its
+    wanted role.
+    """
+    members, rejoin = set(), []
+    for position, n in enumerate(nodes):
+        own = local.get(n.name)
+        seen = next((s for s in listed if own is not None and s.id == own.node_id
+                     and s.address == n.address), None)
+        if (seen is not None and own is not None and own.state == "active"
+                and seen.role == wanted_role(position) and seen.ready and seen.reachable):
+            members.add(seen.id)
+        else:
+            rejoin.append(n.name)
+    return Repair(rejoin=tuple(rejoin), remove=tuple(s for s in listed if s.id not in members))
+
+
 def is_exactly(listed: Sequence[SwarmNode], local: Mapping[str, LocalState],
                nodes: Sequence[LabNode]) -> bool:
-    """Is the swarm the manager lists exactly the lab nodes, all ready, each in its role?
-
-    `local`: each lab node's own view, by name; its node ID must be the one the
-    manager lists for its address (else it sits in some other swarm).
-    """
-    by_address = {s.address: s for s in listed}
-    if len(listed) != len(nodes) or len(by_address) != len(nodes):
-        return False
-    for position, n in enumerate(nodes):
-        seen, own = by_address.get(n.address), local.get(n.name)
-        if seen is None or own is None or own.state != "active" or own.node_id != seen.id:
-            return False
-        if seen.role != wanted_role(position) or not (seen.ready and seen.reachable):
-            return False
-    return True
+    """Is the listed swarm exactly the lab nodes, all ready, each in its role?"""
+    return repair_plan(listed, local, nodes).nothing
 
 
 def labels_update(current: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, str] | None:
@@ -146,7 +171,9 @@ _UNREACHABLE = (docker.errors.DockerException, requests.RequestException, OSErro
 def local_state(n: LabNode) -> LocalState | None:
     """The engine's own swarm state; None if it does not answer."""
     try:
-        with _engine(n, timeout=10) as api:
+        # `docker info` waits while the managers elect a leader (seen: over 10 s
+        # after the leader left), so the timeout is generous.
+        with _engine(n, timeout=_INFO_TIMEOUT) as api:
             info = api.info().get("Swarm") or {}
     except _UNREACHABLE:
         return None
@@ -218,19 +245,74 @@ def swarm_up(nodes: Sequence[LabNode], report: Callable[[str], None] = lambda te
     if down:
         raise LabError(f"the engines of {', '.join(down)} do not answer; run `dockship lab up` "
                        "to repair them, then form the swarm")
-    listed = listed_nodes(nodes)
-    if listed is not None and is_exactly(listed, local, nodes):
+    found_swarm = _best_swarm(nodes, local)
+    if found_swarm is not None and found_swarm[1].nothing:
         report(f"reusing the swarm of {len(nodes)} node(s)")
+    elif found_swarm is not None and _repaired(nodes, *found_swarm, report):
+        pass
     else:
         leave(nodes, report)
         _form(nodes, report)
-    _wait_ready(nodes)
+        _wait_ready(nodes)
     _label(nodes)
     found = info(nodes)
     if found is None:
         raise LabError(f"the swarm formed on {nodes[0].name} does not answer as a manager; "
                        f"see its engine's log under /var/lib/dockship-lab/nodes/{nodes[0].name}")
     return found
+
+
+def _best_swarm(nodes: Sequence[LabNode], local: Mapping[str, LocalState]
+                ) -> tuple[LabNode, Repair] | None:
+    """The swarm (one of its managers, and its repair) holding the most lab nodes soundly.
+
+    Only a manager that answers with its node list counts: a swarm that lost
+    its quorum cannot list (or change) its nodes, and is formed again.
+    """
+    best: tuple[LabNode, Repair] | None = None
+    for n in nodes:
+        own = local[n.name]
+        if own.state != "active" or not own.is_manager:
+            continue
+        try:
+            with _engine(n, timeout=10) as api:
+                plan = repair_plan(_listed(api), local, nodes)
+        except _UNREACHABLE:
+            continue
+        if best is None or len(plan.rejoin) < len(best[1].rejoin):
+            best = (n, plan)
+    return best
+
+
+def _repaired(nodes: Sequence[LabNode], manager: LabNode, plan: Repair,
+              report: Callable[[str], None]) -> bool:
+    """Bring the odd nodes (back) into the manager's swarm, keeping its services; False
+    if that cannot be done and the swarm must be formed anew."""
+    if manager.name in plan.rejoin:
+        return False
+    report(f"repairing the swarm of {manager.name}: "
+           + ", ".join([*(f"{name} rejoins" for name in plan.rejoin),
+                        *(f"stale entry {s.id[:12]} ({s.address}) goes" for s in plan.remove)]))
+    try:
+        leave([n for n in nodes if n.name in plan.rejoin], report)
+        with _engine(manager) as api:
+            for stale in plan.remove:
+                _remove_entry(api, stale)
+        _join(manager, [(position, n) for position, n in enumerate(nodes) if n.name in plan.rejoin],
+              report)
+        _wait_ready(nodes)
+    except (LabError, *_UNREACHABLE) as exc:
+        report(f"repair failed ({exc}); forming the swarm anew")
+        return False
+    return True
+
+
+def _remove_entry(api: docker.APIClient, stale: SwarmNode) -> None:
+    """Remove a node entry; a manager is demoted first (Swarm refuses to remove one)."""
+    if stale.role == "manager":
+        spec = api.inspect_node(stale.id)["Spec"]
+        api.update_node(stale.id, stale.version, {**spec, "Role": "worker"})
+    api.remove_node(stale.id, force=True)
 
 
 def leave(nodes: Sequence[LabNode], report: Callable[[str], None] = lambda text: None) -> list[str]:
@@ -263,21 +345,28 @@ def _form(nodes: Sequence[LabNode], report: Callable[[str], None]) -> None:
                            default_addr_pool=[ADDRESS_POOL], subnet_size=24)
         except docker.errors.APIError as exc:
             raise LabError(f"swarm init on {first.name} failed: {exc.explanation or exc}") from None
+    _join(first, list(enumerate(nodes))[1:], report)
+
+
+def _join(manager: LabNode, joining: Sequence[tuple[int, LabNode]],
+          report: Callable[[str], None]) -> None:
+    """Join each (position, node) to the manager's swarm in the role of its position."""
+    with _engine(manager) as api:
         tokens = api.inspect_swarm()["JoinTokens"]
-    for position, n in enumerate(nodes[1:], start=1):
+    for position, n in joining:
         role = wanted_role(position)
         report(f"{n.name} joins as a {role}")
         with _engine(n) as api:
             try:
-                api.join_swarm([f"{first.address}:{SWARM_PORT}"], tokens[role.capitalize()],
+                api.join_swarm([f"{manager.address}:{SWARM_PORT}"], tokens[role.capitalize()],
                                listen_addr=f"{n.address}:{SWARM_PORT}", advertise_addr=n.address)
             except docker.errors.APIError as exc:
                 raise LabError(
-                    f"{n.name} cannot join the swarm on {first.address}:{SWARM_PORT}: "
+                    f"{n.name} cannot join the swarm on {manager.address}:{SWARM_PORT}: "
                     f"{exc.explanation or exc}; node-to-node traffic on the lab bridge needs "
                     "the DOCKER-USER accept rule (`iptables -S DOCKER-USER`, design §5)") from None
             except requests.RequestException as exc:
-                raise LabError(f"{n.name} did not finish joining the swarm on {first.address}: "
+                raise LabError(f"{n.name} did not finish joining the swarm on {manager.address}: "
                                f"{exc}; node-to-node traffic on the lab bridge needs the "
                                "DOCKER-USER accept rule (design §5)") from None
 
