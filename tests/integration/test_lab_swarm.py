@@ -39,9 +39,9 @@ SERVICE_PORT = 18790        # this module's host-mode published port (others use
 
 
 @pytest.fixture(scope="module")
-def formed() -> dict:
+def formed(swarm_lab) -> dict:
     """The lab with its swarm, as `lab status --json` reports it."""
-    return lab.up(nodes=3, swarm=True).to_json()
+    return swarm_lab
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from dockship import configfile
 from dockship_lab import labconfig
 from dockship_lab.nodes import node
 from dockship_lab.paths import LabPaths
+from labkit import config_values
 from dockship_lab.swarm import (LABEL_NAME, LABEL_ROLES, LABEL_ZONE, LocalState, SwarmInfo,
                                 SwarmNode, is_exactly, labels_update, node_labels, repair_plan,
                                 wanted_role)
@@ -122,17 +123,8 @@ def test_status_json_of_the_swarm():
 # --- the labswarm environment of the lab config -----------------------------------------
 
 def values(tmp: Path, **swarm) -> labconfig.LabConfigValues:
-    nodes = tuple(labconfig.ConfigNode(name=n.name, address=n.address, docker=n.docker, zone=n.zone)
-                  for n in lab_nodes())
-    return labconfig.LabConfigValues(
-        index_url="http://127.0.0.1:8081/simple/", index_upload_url="http://127.0.0.1:8081/",
-        registry="10.77.0.1:5000", registry_auth="10.77.0.1:5001",
-        registry_password_file=tmp / "pw", ca_bundle=tmp / "ca.crt",
-        base_image="10.77.0.1:5000/dockship-lab/python:3-bookworm", nodes=nodes,
-        ssh_user="root", ssh_key=tmp / "id_ed25519", ssh_known_hosts=tmp / "known_hosts",
-        chef_url="http://127.0.0.1:4545", chef_client="dockship", chef_key=tmp / "dockship.pem",
-        chef_environment="lab", balancer_socket=tmp / "haproxy-hello.sock",
-        balancer_url="http://127.0.0.1:8080", **swarm)
+    return config_values(tmp, balancer_socket=tmp / "haproxy-hello.sock",
+                         balancer_url="http://127.0.0.1:8080", **swarm)
 
 
 SWARM = {"swarm_manager": "ssh://root@10.77.0.11", "swarm_publish": 8001,
@@ -168,8 +160,6 @@ def test_labswarm_has_the_manager_no_node_list_and_its_own_port(tmp_path):
 
 
 def test_labswarm_loads_as_a_swarm_environment(tmp_path):
-    for name in ("id_ed25519", "known_hosts", "dockship.pem"):
-        (tmp_path / name).write_text("x")
     cfg = config_mod.load(written(tmp_path, values(tmp_path, **SWARM)))
     env = cfg.environment("labswarm")
     assert env.swarm is not None and env.swarm.manager == "ssh://root@10.77.0.11"
