@@ -157,7 +157,6 @@ class LabStatus:
             "up": {**asdict(self.up), "all": self.up.all_up},
         }
 
-
     def _swarm_json(self) -> dict[str, Any] | None:
         if self.swarm is None:
             return None
@@ -200,8 +199,12 @@ def _network_up(paths: LabPaths) -> bool:
 
 
 def _require_root(action: str) -> None:
+    _require_root_for(f"`dockship lab {action}`")
+
+
+def _require_root_for(what: str) -> None:
     if os.geteuid() != 0:
-        raise LabError(f"`dockship lab {action}` needs root (network namespaces, dockerd, "
+        raise LabError(f"{what} needs root (network namespaces, dockerd, "
                        "/etc/docker/certs.d); run it as root")
 
 
@@ -502,7 +505,7 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
 
 # --- one node's engine, for failure tests --------------------------------------
 
-def _lab_node(paths: LabPaths, name: str) -> Any:
+def _lab_node(paths: LabPaths, name: str) -> lab_nodes_mod.LabNode:
     found = next((n for n in existing_nodes(paths) if n.name == name), None)
     if found is None:
         names = ", ".join(n.name for n in existing_nodes(paths)) or "none"
@@ -519,7 +522,7 @@ def stop_engine(name: str, *, kill: bool = False, paths: LabPaths | None = None)
     `start_engine`) brings the engine back.
     """
     paths = paths or LabPaths.default()
-    _require_root("stop-engine")
+    _require_root_for("stopping a lab node's engine")
     with _locked(paths, "up", lambda step, detail: None):
         lab_nodes_mod.stop_engine(paths, _lab_node(paths, name), kill=kill)
 
@@ -529,7 +532,7 @@ def start_engine(name: str, *, paths: LabPaths | None = None,
     """Start lab node `name`'s engine again; if it was in the swarm, wait until it is back
     in it, ready (and reachable, for a manager)."""
     paths = paths or LabPaths.default()
-    _require_root("start-engine")
+    _require_root_for("starting a lab node's engine")
     with _locked(paths, "up", lambda step, detail: None):
         target = _lab_node(paths, name)
         lab_nodes_mod.start_engine(paths, target)
