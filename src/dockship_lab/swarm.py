@@ -54,6 +54,10 @@ LABEL_ROLES = "dockship.roles"
 # also holds the lab's own subnets (10.77.x.0/24).
 ADDRESS_POOL = "10.210.0.0/16"
 READY_TIMEOUT = 90.0            # seen: a few seconds; generous for a loaded CI machine
+# After the engines restart (CI after a session's processes were killed) the
+# managers elect a leader before any of them lists the nodes; a swarm is only
+# formed anew if none has one by then.
+LEADER_WAIT = 30.0
 _API_TIMEOUT = 60
 _INFO_TIMEOUT = 30
 
@@ -245,7 +249,7 @@ def swarm_up(nodes: Sequence[LabNode], report: Callable[[str], None] = lambda te
     if down:
         raise LabError(f"the engines of {', '.join(down)} do not answer; run `dockship lab up` "
                        "to repair them, then form the swarm")
-    found_swarm = _best_swarm(nodes, local)
+    found_swarm = _best_swarm_waiting(nodes, local)
     if found_swarm is not None and found_swarm[1].nothing:
         report(f"reusing the swarm of {len(nodes)} node(s)")
     elif found_swarm is not None and _repaired(nodes, *found_swarm, report):
@@ -282,6 +286,20 @@ def _best_swarm(nodes: Sequence[LabNode], local: Mapping[str, LocalState]
         if best is None or len(plan.rejoin) < len(best[1].rejoin):
             best = (n, plan)
     return best
+
+
+def _best_swarm_waiting(nodes: Sequence[LabNode], local: Mapping[str, LocalState],
+                        wait: float = LEADER_WAIT) -> tuple[LabNode, Repair] | None:
+    """`_best_swarm`, giving managers that cannot list their nodes yet time to elect a leader."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = _best_swarm(nodes, local)
+        managers = [n for n in nodes if local[n.name].state == "active" and local[n.name].is_manager]
+        if found is not None or not managers or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+        fresh = {n.name: s for n in nodes if (s := local_state(n)) is not None}
+        local = fresh if len(fresh) == len(nodes) else local
 
 
 def _repaired(nodes: Sequence[LabNode], manager: LabNode, plan: Repair,
