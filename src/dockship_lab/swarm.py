@@ -88,7 +88,8 @@ class LocalState:
 class SwarmInfo:
     """What `lab status` reports of the swarm."""
 
-    manager: str                # how dockship reaches a manager: ssh://root@ADDRESS
+    manager: str                # how dockship reaches a manager answering now (node1 unless
+                                # its engine is down): ssh://root@ADDRESS
     managers: tuple[str, ...]   # the managers' addresses
     nodes: int                  # ready nodes
     node_ids: Mapping[str, str]  # lab node name -> swarm node ID
@@ -208,28 +209,30 @@ def _control(nodes: Sequence[LabNode]) -> LabNode | None:
     return None
 
 
-def listed_nodes(nodes: Sequence[LabNode]) -> list[SwarmNode] | None:
-    """The swarm's nodes as a manager among `nodes` lists them; None if none answers."""
+def _manager_listing(nodes: Sequence[LabNode]) -> tuple[LabNode, list[SwarmNode]] | None:
+    """The first manager among `nodes` and its list of the swarm's nodes; None if none answers."""
     manager = _control(nodes)
     if manager is None:
         return None
     try:
         with _engine(manager) as api:
-            return _listed(api)
+            return manager, _listed(api)
     except _UNREACHABLE:
         return None
+
+
+def listed_nodes(nodes: Sequence[LabNode]) -> list[SwarmNode] | None:
+    """The swarm's nodes as a manager among `nodes` lists them; None if none answers."""
+    found = _manager_listing(nodes)
+    return None if found is None else found[1]
 
 
 def info(nodes: Sequence[LabNode]) -> SwarmInfo | None:
     """The swarm the lab nodes form, as a manager among them reports it; None if there is none."""
-    manager = _control(nodes)
-    if manager is None:
+    found = _manager_listing(nodes)
+    if found is None:
         return None
-    try:
-        with _engine(manager, timeout=10) as api:
-            listed = _listed(api)
-    except _UNREACHABLE:
-        return None
+    manager, listed = found
     names = {n.address: n.name for n in nodes}
     return SwarmInfo(manager=manager.docker,
                      managers=tuple(sorted(s.address for s in listed if s.role == "manager")),
