@@ -16,13 +16,18 @@ RUNS    ?= 5
 deps:
 	@bash scripts/install-deps.sh
 
+# `make lab` also forms the nodes' swarm (environment labswarm) for the Swarm tests;
+# the demo needs only the plain lab.
+LAB_UP  = $(DOCKSHIP) lab up --nodes $(NODES)
+
 lab: deps
-	$(DOCKSHIP) lab up --nodes $(NODES)
+	$(LAB_UP) --swarm
 
 lab-down: deps
 	$(DOCKSHIP) lab down
 
-demo: lab
+demo: deps
+	$(LAB_UP)
 	@bash scripts/demo.sh
 
 # The roll's state machine, the lease, planning and every pure rule: seconds, no root, no lab.

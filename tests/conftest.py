@@ -32,6 +32,17 @@ def lab() -> dict:
 
 
 @pytest.fixture(scope="session")
+def swarm_lab() -> dict:
+    """The lab's status JSON after an idempotent `lab up --swarm`: the nodes form one swarm
+    (`"swarm": {"manager", ...}`) and the config has environment `labswarm`."""
+    import dockship_lab as lab_mod
+
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (network namespaces, engines); run the tests as root")
+    return lab_mod.up(nodes=3, swarm=True).to_json()
+
+
+@pytest.fixture(scope="session")
 def build_engine(lab):
     """The build engine, with the state image that locks and ledgers are made from."""
     import docker

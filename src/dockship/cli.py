@@ -208,6 +208,9 @@ def _lab_parser(sub) -> None:
     labsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
     up = _command(labsub, "up", help="bring the lab up (idempotent)")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    up.add_argument("--swarm", action="store_true",
+                    help="the node engines also form one Docker Swarm (three managers), "
+                         "configured as environment labswarm")
     up.set_defaults(func=_lab)
     down = _command(labsub, "down", help="stop and remove the whole lab")
     down.set_defaults(func=_lab)

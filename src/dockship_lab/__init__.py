@@ -3,7 +3,8 @@
 `up()` brings up, idempotently, a build engine (started only if none
 answers), the lab network, a CA and TLS registries, a package index, a
 Python base image, N node engines reachable over SSH, and a Chef server,
-then writes a ready `dockship.toml`. What runs and is healthy is reused;
+then writes a ready `dockship.toml`; with `swarm=True` the node engines
+also form one Docker Swarm (`dockship_lab.swarm`). What runs and is healthy is reused;
 what is half there (a crashed daemon, a stale pid file, a lost key) is
 repaired. `status()` probes every component, so a crashed one shows as down.
 `down()` removes everything the lab made except the base image cache and a
@@ -31,6 +32,8 @@ import docker
 
 from dockship.errors import UsageError
 from dockship_lab import balancer, bastion, chefserver, labconfig, pypi
+from dockship_lab import nodes as lab_nodes_mod
+from dockship_lab import swarm as swarm_mod
 from dockship_lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
                                     ensure_tarball, tarball_path, verify_pull)
 from dockship_lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
@@ -50,12 +53,12 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "command", "down",
-           "status", "up"]
+           "start_engine", "status", "stop_engine", "up"]
 
 Progress = Callable[[str, str], None]
 
 STEPS = ("lock", "engine", "network", "tls", "registry", "index", "base-image", "nodes", "bastion",
-         "chef", "balancer", "config")
+         "chef", "balancer", "swarm", "config")
 
 
 # --- status records ----------------------------------------------------------
@@ -127,6 +130,8 @@ class LabStatus:
     up: Components
     balancer: balancer.BalancerInfo | None = None
     bastion: bastion.BastionInfo | None = None
+    swarm: swarm_mod.SwarmInfo | None = None                # the lab nodes form a swarm
+    swarm_balancer: balancer.BalancerInfo | None = None     # HAProxy for labswarm's `hello`
 
     @property
     def ok(self) -> bool:
@@ -148,8 +153,15 @@ class LabStatus:
             "engine_started_by_lab": self.engine_started_by_lab,
             "balancer": self.balancer.to_json() if self.balancer else None,
             "bastion": asdict(self.bastion) if self.bastion else None,
+            "swarm": self._swarm_json(),
             "up": {**asdict(self.up), "all": self.up.all_up},
         }
+
+    def _swarm_json(self) -> dict[str, Any] | None:
+        if self.swarm is None:
+            return None
+        return {**self.swarm.to_json(),
+                "balancer": self.swarm_balancer.to_json() if self.swarm_balancer else None}
 
 
 # --- the command line -------------------------------------------------------
@@ -187,8 +199,12 @@ def _network_up(paths: LabPaths) -> bool:
 
 
 def _require_root(action: str) -> None:
+    _require_root_for(f"`dockship lab {action}`")
+
+
+def _require_root_for(what: str) -> None:
     if os.geteuid() != 0:
-        raise LabError(f"`dockship lab {action}` needs root (network namespaces, dockerd, "
+        raise LabError(f"{what} needs root (network namespaces, dockerd, "
                        "/etc/docker/certs.d); run it as root")
 
 
@@ -230,9 +246,11 @@ def status(paths: LabPaths | None = None) -> LabStatus:
     paths = paths or LabPaths.default()
     tls = tls_files(paths)
     have_ca = tls.ca_cert.exists()
+    present = existing_nodes(paths)
     nodes = tuple(NodeStatus(name=n.name, address=n.address, docker=n.docker, zone=n.zone,
                              up=engine_answers(_node_engine_url(n)))
-                  for n in existing_nodes(paths))
+                  for n in present)
+    swarm = swarm_mod.info([n for n, s in zip(present, nodes) if s.up])
     components = Components(
         engine=engine_answers(),
         network=_network_up(paths),
@@ -261,20 +279,30 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         up=components,
         balancer=balancer.lab_balancer_info(paths),
         bastion=bastion.info(paths),
+        swarm=swarm,
+        swarm_balancer=(balancer.swarm_balancer_info(paths)
+                        if swarm is not None and balancer.swarm_balancer_answers(paths) else None),
     )
 
 
 # --- up ----------------------------------------------------------------------
 
-def up(nodes: int = 3, paths: LabPaths | None = None, progress: Progress | None = None) -> LabStatus:
-    """Bring the whole lab up (reusing what runs, repairing what is half there)."""
+def up(nodes: int = 3, paths: LabPaths | None = None, progress: Progress | None = None,
+       *, swarm: bool = False) -> LabStatus:
+    """Bring the whole lab up (reusing what runs, repairing what is half there).
+
+    `swarm`: the node engines also form one swarm (reused when it is already
+    exactly the lab's nodes). Without it a swarm the nodes already form is
+    left as it is and still configured (`labswarm`): a plain `lab up` of
+    another test session must not take it apart under a Swarm roll.
+    """
     if nodes < 1:
         raise UsageError(f"--nodes must be at least 1, got {nodes}")
     paths = paths or LabPaths.default()
     report: Progress = progress or (lambda step, detail: None)
     _require_root("up")
     with _locked(paths, "up", report):
-        _up(paths, nodes, report)
+        _up(paths, nodes, report, swarm)
     return status(paths)
 
 
@@ -304,7 +332,7 @@ class _Background:
         return self._value
 
 
-def _up(paths: LabPaths, count: int, report: Progress) -> None:
+def _up(paths: LabPaths, count: int, report: Progress, swarm: bool) -> None:
     paths.root.mkdir(parents=True, exist_ok=True)
     # The base image's root filesystem takes longest and needs nothing else:
     # make it (only when not cached) while the services come up.
@@ -313,14 +341,15 @@ def _up(paths: LabPaths, count: int, report: Progress) -> None:
                              "(about 25 s, once per machine)")
     rootfs = _Background(lambda: ensure_tarball(paths), "dockship-lab-rootfs")
     try:
-        _up_services(paths, count, report, rootfs)
+        _up_services(paths, count, report, rootfs, swarm)
     except BaseException:
         with contextlib.suppress(BaseException):
             rootfs.result()   # never leave mmdebstrap writing while we exit
         raise
 
 
-def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Background) -> None:
+def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Background,
+                 swarm: bool) -> None:
     report("engine", "checking the build engine")
     started = engine_up(paths)
     report("engine", "started dockerd on the default socket" if started else "using the running engine")
@@ -371,8 +400,27 @@ def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Backgro
                        f"port {balancer.SERVICE_PORT}, runtime API {lb.socket}")
     balancer.lab_balancer_up(paths, lab_nodes)
 
-    path = labconfig.write_config(paths, _config_values(paths, tls, lab_nodes))
+    formed = _swarm_up(paths, lab_nodes, report, swarm)
+
+    path = labconfig.write_config(paths, _config_values(paths, tls, lab_nodes, formed))
     report("config", str(path))
+
+
+def _swarm_up(paths: LabPaths, lab_nodes: list[Any], report: Progress,
+              wanted: bool) -> swarm_mod.SwarmInfo | None:
+    """Form the swarm if `wanted`; either way, the swarm the nodes form (and its balancer)."""
+    if wanted:
+        report("swarm", f"{len(lab_nodes)} node(s), managers "
+                        f"{', '.join(n.name for n in lab_nodes[:swarm_mod.MANAGERS])}")
+        formed = swarm_mod.swarm_up(lab_nodes, lambda text: report("swarm", text))
+    else:
+        formed = swarm_mod.info(lab_nodes)
+    if formed is not None:
+        lb = balancer.swarm_balancer_info(paths)
+        report("swarm", f"manager {formed.manager}; HAProxy {lb.frontend_url} -> backend "
+                        f"{lb.backend} on the nodes' port {balancer.SWARM_SERVICE_PORT}")
+        balancer.swarm_balancer_up(paths, lab_nodes)
+    return formed
 
 
 def _base_image(paths: LabPaths, tls: LabTLS, report: Progress) -> None:
@@ -383,8 +431,10 @@ def _base_image(paths: LabPaths, tls: LabTLS, report: Progress) -> None:
         client.close()
 
 
-def _config_values(paths: LabPaths, tls: LabTLS, lab_nodes: list[Any]) -> labconfig.LabConfigValues:
+def _config_values(paths: LabPaths, tls: LabTLS, lab_nodes: list[Any],
+                   swarm: swarm_mod.SwarmInfo | None) -> labconfig.LabConfigValues:
     ssh = _ssh_info(paths)
+    swarm_lb = balancer.swarm_balancer_info(paths)
     return labconfig.LabConfigValues(
         index_url=pypi.INDEX_URL,
         index_upload_url=pypi.UPLOAD_URL,
@@ -404,6 +454,11 @@ def _config_values(paths: LabPaths, tls: LabTLS, lab_nodes: list[Any]) -> labcon
         chef_client=chefserver.CLIENT,
         chef_key=chefserver.client_key_path(paths),
         chef_environment=chefserver.ENVIRONMENT,
+        # node1's engine, as the design's example: `lab up` keeps every node up
+        swarm_manager=lab_nodes[0].docker if swarm is not None else None,
+        swarm_publish=balancer.SWARM_SERVICE_PORT,
+        swarm_balancer_socket=Path(swarm_lb.socket) if swarm is not None else None,
+        swarm_balancer_url=swarm_lb.frontend_url if swarm is not None else None,
     )
 
 
@@ -430,6 +485,8 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
                 errors.append(f"{step}: {exc}")
 
         attempt("balancer", "stopping HAProxy", lambda: balancer.balancers_down(paths))
+        attempt("swarm", "every node leaves its swarm",
+                lambda: swarm_mod.leave(existing_nodes(paths)))
         attempt("chef", "stopping goiardi", lambda: chefserver.chef_down(paths))
         attempt("index", "stopping pypiserver", lambda: pypi.index_down(paths))
         attempt("registry", "stopping the registries", lambda: registries_down(paths))
@@ -444,6 +501,42 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
         if errors:
             raise LabError(f"lab down left something behind ({len(errors)} problem(s)); "
                            + "; ".join(errors) + "; fix it and run `dockship lab down` again")
+
+
+# --- one node's engine, for failure tests --------------------------------------
+
+def _lab_node(paths: LabPaths, name: str) -> lab_nodes_mod.LabNode:
+    found = next((n for n in existing_nodes(paths) if n.name == name), None)
+    if found is None:
+        names = ", ".join(n.name for n in existing_nodes(paths)) or "none"
+        raise LabError(f"no lab node {name!r} (the lab has: {names})")
+    return found
+
+
+def stop_engine(name: str, *, kill: bool = False, paths: LabPaths | None = None) -> None:
+    """Stop lab node `name`'s Docker engine (SIGKILL with `kill`), e.g. a Swarm manager mid-roll.
+
+    Its sshd stays up, so dockship's `ssh://` connection fails the way it does
+    against a server whose dockerd died. Takes the lab lock while it works,
+    so it never races a `lab up` halfway; a later `lab up` (or
+    `start_engine`) brings the engine back.
+    """
+    paths = paths or LabPaths.default()
+    _require_root_for("stopping a lab node's engine")
+    with _locked(paths, "up", lambda step, detail: None):
+        lab_nodes_mod.stop_engine(paths, _lab_node(paths, name), kill=kill)
+
+
+def start_engine(name: str, *, paths: LabPaths | None = None,
+                 timeout: float = swarm_mod.READY_TIMEOUT) -> None:
+    """Start lab node `name`'s engine again; if it was in the swarm, wait until it is back
+    in it, ready (and reachable, for a manager)."""
+    paths = paths or LabPaths.default()
+    _require_root_for("starting a lab node's engine")
+    with _locked(paths, "up", lambda step, detail: None):
+        target = _lab_node(paths, name)
+        lab_nodes_mod.start_engine(paths, target)
+    swarm_mod.wait_rejoined(target, existing_nodes(paths), timeout=timeout)
 
 
 def _remove_state(paths: LabPaths) -> None:

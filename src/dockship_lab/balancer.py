@@ -2,7 +2,9 @@
 
 `lab up` starts one for the example service `hello`: a frontend on
 127.0.0.1:8080, backend `hello` with one server per node (`node1` ...) at
-the node's address and port 8000, HTTP health checks on /health. Tests start
+the node's address and port 8000, HTTP health checks on /health. With a
+swarm (`lab up --swarm`) a second one, `hello-swarm`, balances the same
+service's Swarm tasks: frontend 127.0.0.1:8082, nodes' port 8001. Tests start
 more, one per service they roll (`balancer_up(paths, name, ...)`): each is
 its own HAProxy process with its own config, runtime API socket, pid file and
 log, named `haproxy-NAME` under the lab's dirs, so `lab down` finds and stops
@@ -33,6 +35,11 @@ HOST = "127.0.0.1"
 NAME = "hello"            # the lab balancer: backend of the example service
 PORT = 8080               # its frontend
 SERVICE_PORT = 8000       # the example service's port on the nodes
+# The same service run as Swarm tasks (environment `labswarm`) on the same node
+# engines as the `lab` containers, so it publishes another port there.
+SWARM_NAME = "hello-swarm"
+SWARM_PORT = 8082
+SWARM_SERVICE_PORT = 8001
 PROGRAM = "haproxy"
 _PREFIX = "haproxy-"
 
@@ -214,5 +221,20 @@ def lab_balancer_info(paths: LabPaths) -> BalancerInfo:
     return info(paths, NAME, PORT)
 
 
-__all__ = ["BalancerInfo", "HOST", "NAME", "PORT", "SERVICE_PORT", "answers", "balancer_down", "balancer_up", "balancers_down", "config_file", "info",
-           "lab_balancer_answers", "lab_balancer_info", "lab_balancer_up", "render", "socket_path"]
+def swarm_balancer_up(paths: LabPaths, nodes: Sequence[Any]) -> BalancerInfo:
+    return balancer_up(paths, SWARM_NAME, SWARM_PORT, SWARM_SERVICE_PORT, nodes)
+
+
+def swarm_balancer_answers(paths: LabPaths) -> bool:
+    return answers(paths, SWARM_NAME, SWARM_PORT)
+
+
+def swarm_balancer_info(paths: LabPaths) -> BalancerInfo:
+    return info(paths, SWARM_NAME, SWARM_PORT)
+
+
+__all__ = ["BalancerInfo", "HOST", "NAME", "PORT", "SERVICE_PORT", "SWARM_NAME", "SWARM_PORT",
+           "SWARM_SERVICE_PORT", "answers", "balancer_down", "balancer_up", "balancers_down",
+           "config_file", "info", "lab_balancer_answers", "lab_balancer_info", "lab_balancer_up",
+           "render", "socket_path", "swarm_balancer_answers", "swarm_balancer_info",
+           "swarm_balancer_up"]

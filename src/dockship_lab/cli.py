@@ -29,8 +29,9 @@ def command(args: argparse.Namespace, err: Console) -> int:
 def _up(args: argparse.Namespace, err: Console) -> int:
     if args.nodes < 1:
         raise UsageError("--nodes must be at least 1")
-    status = lab.up(nodes=args.nodes, progress=lambda step, detail="": err.print(
-        f"[bold]›[/] {escape(step)}" + (f" [dim]{escape(detail)}[/]" if detail else "")))
+    status = lab.up(nodes=args.nodes, swarm=getattr(args, "swarm", False),
+                    progress=lambda step, detail="": err.print(
+                        f"[bold]›[/] {escape(step)}" + (f" [dim]{escape(detail)}[/]" if detail else "")))
     _print(err, status.to_json(), args.json)
     return 0
 
@@ -65,4 +66,8 @@ def _print(err: Console, data: dict[str, Any], as_json: bool) -> None:
         jump = bastion["jump_only"]
         err.print(f"bastion   {bastion['address']:24} jump-only: {jump['docker']} "
                   f"({'up' if bastion['up'] else 'down'})")
+    if swarm := data.get("swarm"):
+        lb = swarm.get("balancer") or {}
+        err.print(f"swarm     manager {swarm['manager']}  managers {', '.join(swarm['managers'])}  "
+                  f"{swarm['nodes']} node(s) ready" + (f"  balancer {lb['url']}" if lb else ""))
     err.print(f"config    {data.get('config')}")

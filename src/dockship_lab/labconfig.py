@@ -1,7 +1,11 @@
 """The ready `dockship.toml` for the lab (design §3), written by `lab up`.
 
 Environment `lab` lists the nodes; environment `lab-chef` finds the same
-nodes through the lab's Chef server. The file is written from plain data by
+nodes through the lab's Chef server. Environment `labswarm` is written only
+while the lab nodes form a swarm (`lab up --swarm`): it has no node list, its
+nodes are the swarm's, and an engine that is in no swarm would only fail its
+rolls. Its Swarm tasks share the node engines with `lab`'s containers, so its
+`hello` publishes port 8001 instead of 8000. The file is written from plain data by
 `dockship.configfile`, the one config writer.
 """
 
@@ -43,6 +47,10 @@ class LabConfigValues:
     chef_docker: str = "ssh://root@{address}"
     balancer_socket: Path | None = None     # the lab HAProxy's runtime API
     balancer_url: str | None = None
+    swarm_manager: str | None = None        # ssh://root@ADDRESS: the lab nodes form a swarm
+    swarm_publish: int = 8001               # labswarm's host port for `hello`
+    swarm_balancer_socket: Path | None = None
+    swarm_balancer_url: str | None = None
 
 
 def config_path(paths: LabPaths) -> Path:
@@ -52,14 +60,25 @@ def config_path(paths: LabPaths) -> Path:
 def data(v: LabConfigValues) -> dict[str, Any]:
     """The lab config as the dict that is written out."""
     ssh = {"user": v.ssh_user, "key": v.ssh_key, "known_hosts": v.ssh_known_hosts}
+    rollout = {"canary": 1, "batch": 1, "auto_rollback": True}
     lab: dict[str, Any] = {
         "nodes": [{"name": n.name, "docker": n.docker, "address": n.address, "zone": n.zone,
                    "roles": ["web"]} for n in v.nodes],
         "ssh": ssh,
-        "rollout": {"canary": 1, "batch": 1, "auto_rollback": True},
+        "rollout": rollout,
     }
     if v.balancer_socket is not None:
-        lab["balancer"] = {"kind": "haproxy", "socket": v.balancer_socket, "backend": "hello"}
+        lab["balancer"] = _balancer(v.balancer_socket, "hello")
+    environments: dict[str, Any] = {
+        "lab": lab,
+        "lab-chef": {
+            "chef": {"url": v.chef_url, "client": v.chef_client, "key": v.chef_key,
+                     "environment": v.chef_environment, "docker": v.chef_docker},
+            "ssh": ssh,
+        },
+    }
+    if v.swarm_manager is not None:
+        environments["labswarm"] = _labswarm(v, ssh, rollout)
     return {
         "index": {"url": v.index_url},
         "registry": {"url": v.registry},
@@ -71,15 +90,25 @@ def data(v: LabConfigValues) -> dict[str, Any]:
             "role": "web",
             "health": {"path": "/health", "status": 200},
         }},
-        "environments": {
-            "lab": lab,
-            "lab-chef": {
-                "chef": {"url": v.chef_url, "client": v.chef_client, "key": v.chef_key,
-                         "environment": v.chef_environment, "docker": v.chef_docker},
-                "ssh": ssh,
-            },
-        },
+        "environments": environments,
     }
+
+
+def _balancer(socket: Path, backend: str) -> dict[str, Any]:
+    return {"kind": "haproxy", "socket": socket, "backend": backend}
+
+
+def _labswarm(v: LabConfigValues, ssh: dict[str, Any], rollout: dict[str, Any]) -> dict[str, Any]:
+    """The lab nodes as a swarm: no `nodes` (the swarm's nodes are the environment's)."""
+    env: dict[str, Any] = {
+        "swarm": {"manager": v.swarm_manager},
+        "ssh": ssh,
+        "rollout": rollout,
+        "services": {"hello": {"publish": v.swarm_publish}},
+    }
+    if v.swarm_balancer_socket is not None:
+        env["balancer"] = _balancer(v.swarm_balancer_socket, "hello-swarm")
+    return env
 
 
 def comment(v: LabConfigValues, path: Path) -> str:
@@ -87,6 +116,12 @@ def comment(v: LabConfigValues, path: Path) -> str:
     balancer = (f"; the lab's HAProxy ({v.balancer_url}) balances\n"
                 "                   the nodes: each is drained there before its container stops"
                 if v.balancer_socket is not None else "")
+    swarm = "" if v.swarm_manager is None else f"""
+[environments.labswarm]  the lab nodes as one Docker Swarm (three managers), managed through
+                   {v.swarm_manager}; no node list: the swarm's nodes, labelled dockship.name,
+                   dockship.zone and dockship.roles; `hello` publishes port {v.swarm_publish} (host mode)
+                   there, beside lab's containers on 8000""" + (
+        f"; HAProxy {v.swarm_balancer_url} balances it" if v.swarm_balancer_socket else "")
     return f"""\
 dockship configuration for the local lab, written by `dockship lab up`.
 It is rewritten by every `lab up` and removed by `lab down`: copy it before editing.
@@ -110,7 +145,7 @@ Lab services this file points at:
                    the first node alone, then one at a time, every updated node put back on a
                    failure{balancer}
 [environments.lab-chef]  the same nodes found in the lab's Chef server (goiardi):
-                   role:web AND chef_environment:lab, address from automatic.ipaddress"""
+                   role:web AND chef_environment:lab, address from automatic.ipaddress{swarm}"""
 
 
 def write_config(paths: LabPaths, values: LabConfigValues) -> Path:

@@ -185,6 +185,34 @@ def node_healthy(paths: LabPaths, n: LabNode) -> bool:
     return _engine_healthy(paths, n) and _sshd_healthy(paths, n)
 
 
+def stop_engine(paths: LabPaths, n: LabNode, *, kill: bool = False) -> None:
+    """Stop one node's dockerd, as a failure test wants it: its sshd stays up.
+
+    `kill`: SIGKILL, as a crash or an OOM kill would, instead of a clean
+    shutdown. Either way its containers die with it, and on return nothing of
+    the engine runs and its socket does not answer.
+    """
+    files = _files(paths, n.name)
+    pid = _own_pid(files.dockerd_pid, files.socket)
+    if kill and pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _stop_engine(paths, n)   # after a kill: waits for it, then clears what it left
+    if _engine_answers(files) or _own_pid(files.dockerd_pid, files.socket) is not None:
+        raise LabError(f"{n.name}'s engine still answers after being stopped")
+
+
+def start_engine(paths: LabPaths, n: LabNode) -> None:
+    """Start one node's dockerd again (a no-op if it runs) and wait until it answers."""
+    _ensure_engine_started(paths, n, restart=False)
+    _wait_ready(paths, n)
+
+
+def engine_running(paths: LabPaths, n: LabNode) -> bool:
+    """The node's own dockerd runs inside the node and answers."""
+    return _engine_healthy(paths, n)
+
+
 def _existing_indices(paths: LabPaths) -> list[int]:
     """Indices of nodes with a namespace, a host veth or a directory left."""
     prefix = re.escape(name_prefix(paths))

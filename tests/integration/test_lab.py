@@ -1,8 +1,9 @@
 """`dockship lab up | status | down` against the real machine: real daemons, no mocks.
 
 The lab tests run in order on the default (real) lab: up, a second up that
-must change nothing, killed services repaired by up, down, and up again (the
-module leaves the lab up for the tests that follow). Set
+must change nothing, killed services repaired by up, down, and up again with
+the swarm (the module leaves the lab up, as `make lab` makes it, for the tests
+that follow). Set
 DOCKSHIP_LAB_TEST_COLD=1 to start from nothing, base image cache included
 (adds about 30 s), and see the cold timing.
 
@@ -29,7 +30,9 @@ from dockship.chef import ChefClient
 from dockship_lab import chefserver, labconfig, pypi, registry, tls
 from dockship_lab.baseimage import base_image_ref, tarball_path
 from dockship_lab.engine import lab_pid
-from dockship_lab.paths import LabPaths
+from dockship_lab.network import link_exists
+from dockship_lab.paths import BRIDGE, LabPaths
+from labkit import config_values
 
 FIXED_KEYS = {"index_url", "index_upload_url", "registry", "base_image", "nodes", "ssh", "chef", "config"}
 TIMINGS: dict[str, float] = {}
@@ -46,19 +49,7 @@ def timed(name: str, fn):
 # --- without servers -----------------------------------------------------------
 
 def _values(tmp: Path) -> labconfig.LabConfigValues:
-    for name in ("id_ed25519", "known_hosts", "dockship.pem"):
-        (tmp / name).write_text("x")
-    nodes = tuple(labconfig.ConfigNode(name=f"node{i}", address=f"10.77.0.{10 + i}",
-                                       docker=f"ssh://root@10.77.0.{10 + i}", zone="ab"[i % 2])
-                  for i in (1, 2, 3))
-    return labconfig.LabConfigValues(
-        index_url="http://127.0.0.1:8081/simple/", index_upload_url="http://127.0.0.1:8081/",
-        registry="10.77.0.1:5000", registry_auth="10.77.0.1:5001",
-        registry_password_file=tmp / "pw", ca_bundle=tmp / 'ca "quoted".crt',
-        base_image="10.77.0.1:5000/dockship-lab/python:3-bookworm", nodes=nodes,
-        ssh_user="root", ssh_key=tmp / "id_ed25519", ssh_known_hosts=tmp / "known_hosts",
-        chef_url="http://127.0.0.1:4545", chef_client="dockship", chef_key=tmp / "dockship.pem",
-        chef_environment="lab")
+    return config_values(tmp, ca_bundle=tmp / 'ca "quoted".crt')
 
 
 def test_generated_config_is_valid_toml_and_a_valid_dockship_config(tmp_path):
@@ -262,6 +253,12 @@ def test_down_removes_everything_but_the_cache(first_up, paths):
         assert not Path(f"/etc/docker/certs.d/{paths.host_address}:{port}").exists()
     assert not paths.root.exists() and not paths.run.exists()
     assert tarball_path(paths).exists()
+    # the node-to-node accept rule (design §5) goes with the bridge (kept while another lab,
+    # on another subnet, still uses it)
+    bridge_rule = ["-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
+    for chain in ("DOCKER-USER", "FORWARD"):
+        assert link_exists(BRIDGE) or subprocess.run(
+            ["iptables", "-C", chain, *bridge_rule], capture_output=True).returncode != 0, chain
     after = lab.status(paths)
     assert not (after.up.registry or after.up.index or after.up.chef or after.up.nodes)
     # an engine the lab did not start is left alone; one it started is stopped with it
@@ -271,8 +268,10 @@ def test_down_removes_everything_but_the_cache(first_up, paths):
 
 @pytest.mark.lab
 def test_up_after_down_works(paths):
-    status = timed("up after down (cache warm)", lambda: lab.up(nodes=3, paths=paths))
+    status = timed("up after down, with the swarm (cache warm)",
+                   lambda: lab.up(nodes=3, paths=paths, swarm=True))
     assert status.ok, status.up
+    assert status.swarm is not None and status.swarm.nodes == 3
     assert len(_chef_nodes(paths)) == 3
     assert requests.get(pypi.INDEX_URL, timeout=5).status_code == 200
     print("\n[lab timing] summary: " + json.dumps(TIMINGS))
