@@ -48,6 +48,7 @@ class Backend(Protocol):
     def lock_stores(self) -> Sequence[LockStore]: ...
     def covers(self, store: str) -> list[str]: ...
     def ledger(self) -> Ledger: ...
+    def notes(self) -> list[str]: ...
 
 
 def open_backend(env: Environment, service: Service, *, parallel: int = DEFAULT_PARALLEL,
@@ -108,6 +109,9 @@ class EngineBackend:
     def covers(self, store: str) -> list[str]:
         return [store]
 
+    def notes(self) -> list[str]:
+        return []
+
     def ledger(self) -> Ledger:
         return _EngineLedger(history.Ledger(self.env.name, self.service.name),
                              {e.name: e.client for e in self.fleet})
@@ -163,3 +167,7 @@ class SwarmBackend:
 
     def ledger(self) -> Ledger:
         return SwarmLedger(self.fleet.call, self.env.name, self.service.name)
+
+    def notes(self) -> list[str]:
+        """What the report should say about the swarm itself (a manager lost on the way)."""
+        return list(self.fleet.manager.failovers)

@@ -211,6 +211,7 @@ def _record_and_release(report: RollReport, deployment: Deployment, lock: Deploy
             pass
     if unrecorded:
         late.append(f"history not recorded on: {', '.join(sorted(unrecorded))}")
+    late.extend(backend.notes())
     if failed:
         late.append(f"the deploy lock could not be released on {', '.join(failed)}; "
                     f"it expires {human_duration(lock.info.ttl)} after its last renewal")

@@ -46,6 +46,7 @@ class SwarmManager:
         self._lock = threading.Lock()
         self.calls = 0
         self.connections = 0
+        self.failovers: list[str] = []    # "manager X stopped answering; went on through Y"
 
     @property
     def address(self) -> str:
@@ -116,6 +117,8 @@ class SwarmManager:
             for url in self._known:
                 if url not in tried:
                     self._engine = NodeEngine(Node(name="swarm manager", docker=url), self.env)
+                    self.failovers.append(f"swarm manager {failed.node.docker} stopped "
+                                          f"answering; went on through {url}")
                     return True
             return False
 

@@ -88,8 +88,14 @@ class Fleet:
                         except docker.errors.APIError:
                             pass  # already going away
 
+    env_name = "lab"      # the environment of the module's config
+
     def roll(self, *args: str, env: dict | None = None):
-        return dockship("--config", str(self.config), "roll", "--env", "lab",
+        return self.run("roll", *args, env=env)
+
+    def run(self, command: str, *args: str, env: dict | None = None):
+        """`dockship COMMAND --env ENV --service S ARGS` with the module's config."""
+        return dockship("--config", str(self.config), command, "--env", self.env_name,
                         "--service", self.service, *args, env=env)
 
     def config_data(self, *, hooks: dict | None = None, health: dict | None = None,
@@ -139,12 +145,12 @@ def refusing_hook(path: Path, node: str) -> Path:
 
 
 def make_fleet(lab: dict, run_id: str, tmp: Path, *, prefix: str, port: int,
-               versions: dict[str, str]) -> Fleet:
+               versions: dict[str, str], kind: type[Fleet] = Fleet) -> Fleet:
     """Publish `versions` ({version: behaviour}) of a fresh package and build them all."""
     from publish import publish
 
     package = f"hello-{prefix}{run_id}"
-    fleet = Fleet(lab, package, f"svc{prefix}", port, tmp / "dockship.toml")
+    fleet = kind(lab, package, f"svc{prefix}", port, tmp / "dockship.toml")
     fleet.cleanup()
     fleet.write_config()
     for version, behaviour in versions.items():
