@@ -19,13 +19,17 @@ from conftest import dockship, json_out
 from dockship.lock import LockInfo
 from dockship.swarmspec import cursor_label, previous_label
 from dockship.times import utc_now
-from rollkit import Engine, Fleet, make_fleet, refusing_hook, wait_for
+from dockship.haproxy import RuntimeAPI
+from dockship_lab import balancer as lab_balancer
+from dockship_lab.paths import LabPaths
+from rollkit import Engine, Fleet, Load, make_fleet, refusing_hook, wait_for
 
 pytestmark = pytest.mark.lab
 
 ROLL_KEYS = ["env", "service", "tag", "digest", "result", "nodes"]
 NODE_KEYS = ["name", "zone", "from", "to", "result", "seconds"]
 ENV = "labswarm"
+FRONTEND_PORT = 18975
 
 
 class SwarmFleet(Fleet):
@@ -240,3 +244,37 @@ def test_a_manager_killed_mid_roll_the_roll_finishes_or_is_put_back_as_reported(
                for w in report["warnings"]), report["warnings"]
     # Swarm brings node1's task back on the engine's return: the report must be the truth.
     wait_for(lambda: fleet.versions() == expected, timeout=120)
+
+
+def test_one_zone_at_a_time_as_the_node_labels_say(on_1_1_0):
+    fleet = on_1_1_0
+    report = roll_json(fleet, "--tag", "1.0.0", "--zone", "b")
+    assert sorted((n["name"], n["zone"], n["result"]) for n in report["nodes"]) == [
+        ("node1", "a", "held"), ("node2", "b", "updated"), ("node3", "c", "held")]
+    assert fleet.versions() == {"node1": "1.1.0", "node2": "1.0.0", "node3": "1.1.0"}
+
+
+@pytest.fixture(scope="module")
+def lb(swarm_lab, fleet):
+    """This module's HAProxy in front of the swarm nodes' port 18970."""
+    paths = LabPaths.default()
+    info = lab_balancer.balancer_up(paths, fleet.service, FRONTEND_PORT, fleet.port,
+                                    swarm_lab["nodes"])
+    yield info
+    lab_balancer.balancer_down(paths, fleet.service)
+
+
+def test_a_swarm_roll_behind_haproxy_drains_each_node_and_drops_no_request(on_1_1_0, lb,
+                                                                          tmp_path):
+    fleet = on_1_1_0
+    config = fleet.write_config(tmp_path / "dockship.toml", balancer={
+        "kind": "haproxy", "socket": lb.socket, "drain_timeout": 10, "ready_timeout": 20})
+    wait_for(lambda: all(s.up for s in RuntimeAPI(lb.socket).servers(lb.backend)), timeout=30)
+    with Load(lb.frontend_url + "/") as load:
+        proc = dockship("--config", str(config), "roll", "--env", ENV, "--service",
+                        fleet.service, "--tag", "1.0.0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert load.failures == [], load.summary()
+    assert load.served["1.0.0"] > 0 and load.served["1.1.0"] > 0, load.summary()
+    assert proc.stderr.count("drained in") == 3, proc.stderr
+    assert all(s.up for s in RuntimeAPI(lb.socket).servers(lb.backend))

@@ -12,89 +12,19 @@ answered some of them.
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-import requests
 
 from conftest import dockship, json_out
 from dockship.haproxy import RuntimeAPI
 from dockship_lab import balancer as lab_balancer
 from dockship_lab.paths import LabPaths
-from rollkit import make_fleet, refusing_hook, wait_for
+from rollkit import Load, make_fleet, refusing_hook, wait_for
 
 pytestmark = pytest.mark.lab
 
 FRONTEND_PORT = 18580
-CLIENTS = 4
-MAX_REQUESTS = 60_000        # over all clients: the load is bounded in count...
-MAX_SECONDS = 240            # ...and in time, whatever happens to the roll
-
-
-class Load:
-    """CLIENTS threads sending GET / through the balancer in a loop until stopped (or a bound)."""
-
-    def __init__(self, url: str, *, pause: float = 0.005, timeout: float = 3.0):
-        self.url = url
-        self.pause = pause
-        self.timeout = timeout
-        self.served: Counter[str] = Counter()      # version -> requests it answered
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, name=f"load-{i}", daemon=True)
-                         for i in range(CLIENTS)]
-        self._deadline = 0.0
-
-    @property
-    def total(self) -> int:
-        return sum(self.served.values()) + len(self.failures)
-
-    def _client(self) -> None:
-        session = requests.Session()
-        per_client = MAX_REQUESTS // CLIENTS
-        for _ in range(per_client):
-            if self._stop.is_set() or time.monotonic() > self._deadline:
-                break
-            try:
-                resp = session.get(self.url, timeout=self.timeout)
-                if resp.status_code == 200:
-                    version, failure = resp.json()["version"], None
-                else:
-                    version, failure = None, f"HTTP {resp.status_code}: {resp.text[:80]!r}"
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                version, failure = None, f"{type(exc).__name__}: {str(exc)[:120]}"
-                session.close()
-                session = requests.Session()
-            with self._lock:
-                if failure:
-                    self.failures.append(f"{time.strftime('%H:%M:%S')} {failure}")
-                else:
-                    self.served[version] += 1
-            time.sleep(self.pause)
-        session.close()
-
-    def __enter__(self) -> "Load":
-        self._deadline = time.monotonic() + MAX_SECONDS
-        for t in self._threads:
-            t.start()
-        wait_for(lambda: self.total >= 20, timeout=10)     # load is flowing before the roll starts
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        time.sleep(0.5)                                     # and still flows after it ended
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=self.timeout + 5)
-
-    def summary(self) -> str:
-        return (f"{self.total} requests, {len(self.failures)} failed, served by "
-                f"{dict(self.served)}; first failures: {self.failures[:5]}")
-
-
 @pytest.fixture(scope="module")
 def fleet(lab, run_id, tmp_path_factory):
     fleet = make_fleet(lab, run_id, tmp_path_factory.mktemp("zero"), prefix="z", port=18500,
