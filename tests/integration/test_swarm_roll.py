@@ -278,3 +278,29 @@ def test_a_swarm_roll_behind_haproxy_drains_each_node_and_drops_no_request(on_1_
     assert load.served["1.0.0"] > 0 and load.served["1.1.0"] > 0, load.summary()
     assert proc.stderr.count("drained in") == 3, proc.stderr
     assert all(s.up for s in RuntimeAPI(lb.socket).servers(lb.backend))
+
+
+def test_the_swarm_lease_is_atomic_renewed_by_the_managers_clock_and_gone_once_removed(fleet):
+    from dockship.config import load
+    from dockship.lock import Gone, Taken
+    from dockship.swarmmanager import SwarmManager
+    from dockship.swarmstate import SwarmLockStore
+
+    manager = SwarmManager(load(fleet.config).environment(ENV))
+    store = SwarmLockStore(manager.call, ENV, f"{fleet.service}-lease")
+    info = LockInfo(ENV, f"{fleet.service}-lease", "me", "d1", "1.0.0", utc_now(), 60.0)
+    held = store.create(info)
+    try:
+        with pytest.raises(Taken):
+            store.create(info)
+        wait_for(lambda: store.read().idle >= 1.0, timeout=10)
+        store.renew(held)
+        found = store.read()
+        assert found.container_id == held and found.idle < 1.0 and not found.expired
+        assert found.info.holder == "me"
+    finally:
+        assert store.remove(held) is True
+    assert store.remove(held) is False and store.read() is None
+    with pytest.raises(Gone):
+        store.renew(held)
+    manager.close()
