@@ -6,6 +6,7 @@ modules never see each other's containers and a lab can be reused across runs.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -136,6 +137,21 @@ class Fleet:
     def write_config(self, path: Path | None = None, **parts) -> Path:
         """Write config_data(**parts) to `path` (default: the module's config)."""
         return configfile.write(path or self.config, self.config_data(**parts))
+
+
+def roll_json(fleet: Fleet, *args: str, expect: int = 0, **kw) -> dict:
+    """`fleet.roll(ARGS --json)`, which must exit `expect`: its report."""
+    proc = fleet.roll(*args, "--json", **kw)
+    assert proc.returncode == expect, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def roll_to(fleet: Fleet, *tags: str) -> None:
+    """Roll to each tag in turn. From any state, every node then runs the last tag; a tag that
+    differs from the one before it has that one as its previous tag (and kept its container)."""
+    for tag in tags:
+        report = roll_json(fleet, "--tag", tag)
+        assert report["result"] == "succeeded", report
 
 
 def refusing_hook(path: Path, node: str) -> Path:

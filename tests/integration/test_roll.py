@@ -14,7 +14,7 @@ import pytest
 
 from conftest import dockship, json_out
 from dockship import configfile
-from rollkit import make_fleet, refusing_hook
+from rollkit import make_fleet, refusing_hook, roll_json, roll_to
 
 pytestmark = pytest.mark.lab
 
@@ -29,20 +29,6 @@ def fleet(lab, run_id, tmp_path_factory):
                                  "0.9.2": "unhealthy", "0.9.3": "slow:30"})
     yield fleet
     fleet.cleanup()
-
-
-def roll_json(fleet, *args, expect: int = 0, **kw) -> dict:
-    proc = fleet.roll(*args, "--json", **kw)
-    assert proc.returncode == expect, proc.stderr
-    return json.loads(proc.stdout)
-
-
-def roll_to(fleet, *tags: str) -> None:
-    """Roll to each tag in turn. From any state, every node then runs the last tag; a tag that
-    differs from the one before it has that one as its previous tag (and kept its container)."""
-    for tag in tags:
-        report = roll_json(fleet, "--tag", tag)
-        assert report["result"] == "succeeded", report
 
 
 @pytest.fixture

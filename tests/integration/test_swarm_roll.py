@@ -22,7 +22,7 @@ from dockship.times import utc_now
 from dockship.haproxy import RuntimeAPI
 from dockship_lab import balancer as lab_balancer
 from dockship_lab.paths import LabPaths
-from rollkit import Engine, Fleet, Load, make_fleet, refusing_hook, wait_for
+from rollkit import Engine, Fleet, Load, make_fleet, refusing_hook, roll_json, roll_to, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -90,17 +90,6 @@ def fleet(swarm_lab, run_id, tmp_path_factory):
                                  "0.9.2": "unhealthy"})
     yield fleet
     fleet.cleanup()
-
-
-def roll_json(fleet, *args, expect: int = 0, **kw) -> dict:
-    proc = fleet.roll(*args, "--json", **kw)
-    assert proc.returncode == expect, proc.stderr
-    return json.loads(proc.stdout)
-
-
-def roll_to(fleet, *tags: str) -> None:
-    for tag in tags:
-        assert roll_json(fleet, "--tag", tag)["result"] == "succeeded"
 
 
 @pytest.fixture
