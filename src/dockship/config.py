@@ -318,14 +318,19 @@ class Config:
                 return svc
         return None
 
-    def service_for(self, env: str, name: str) -> Service:
-        """Service `name` as environment `env` runs it (its overrides applied); what every
-        command of an environment uses."""
+    def service(self, name: str) -> Service:
+        """Service `name` as [services.NAME] says; UsageError with a "did you mean" if unknown."""
         if name not in self.services:
             names = ", ".join(sorted(self.services)) or "none"
             raise UsageError(f"unknown service {checks.shown(name)}"
                              f"{_did_you_mean(name, self.services)}; services in the config: {names}")
-        return self.environment(env).services.get(name) or self.services[name]
+        return self.services[name]
+
+    def service_for(self, env: str, name: str) -> Service:
+        """Service `name` as environment `env` runs it (its overrides applied); what every
+        command of an environment uses."""
+        base = self.service(name)
+        return self.environment(env).services.get(name) or base
 
     def services_in(self, env: str) -> list[Service]:
         """Every service as environment `env` runs it, in config order."""

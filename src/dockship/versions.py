@@ -19,6 +19,7 @@ from dockship.failures import reason
 from dockship.fleet import Fleet, NodeEngine
 from dockship.inventory import nodes_for
 from dockship.registry import RegistryClient
+from dockship.status import swarm_rows
 from dockship.tags import version_for
 
 
@@ -54,15 +55,21 @@ class Versions:
                 "versions": [r.to_json() for r in self.rows], "unread": list(self.unread)}
 
 
-def ordered(tags: list[str]) -> list[str]:
-    """Version tags newest first (PEP 440 order), then any other tag by name."""
+def releases_and_others(tags: list[str]) -> tuple[list[str], list[str]]:
+    """Version tags newest first (PEP 440 order), and any other tag by name."""
     releases, others = [], []
     for tag in tags:
         try:
             releases.append((version_for(tag), tag))
         except ValueError:
             others.append(tag)
-    return [t for _, t in sorted(releases, reverse=True)] + sorted(others)
+    return [t for _, t in sorted(releases, reverse=True)], sorted(others)
+
+
+def ordered(tags: list[str]) -> list[str]:
+    """Version tags newest first (PEP 440 order), then any other tag by name."""
+    releases, others = releases_and_others(tags)
+    return releases + others
 
 
 def _running_tag(engine: NodeEngine, service: str) -> str | None:
@@ -71,15 +78,17 @@ def _running_tag(engine: NodeEngine, service: str) -> str | None:
 
 
 def versions(config: Config, service: str) -> Versions:
-    if service not in config.services:
-        names = ", ".join(sorted(config.services)) or "none"
-        raise UsageError(f"unknown service '{service}'; services in the config: {names}")
-    svc = config.services[service]
+    svc = config.service(service)
     with RegistryClient(config.registry, credentials=registry_credentials(config.registry)) as reg:
         tags = ordered(reg.tags(svc.image))
     where: dict[str, list[Placement]] = {}
     unread: list[str] = []
     for env in config.environments.values():
+        if env.swarm is not None:
+            for row in swarm_rows(env, config.service_for(env.name, svc.name)):
+                if row.tag is not None:
+                    where.setdefault(row.tag, []).append(Placement(env.name, row.name))
+            continue
         try:
             nodes = nodes_for(env, svc)
         except UsageError:       # this environment has no node for the service
@@ -91,15 +100,8 @@ def versions(config: Config, service: str) -> Versions:
                 elif tag is not None:
                     where.setdefault(tag, []).append(Placement(env.name, engine.name))
     known = set(tags)
-    rows = [VersionRow(t, _is_release(t), tuple(where.get(t, ()))) for t in tags]
+    release = set(releases_and_others(tags + list(where))[0])
+    rows = [VersionRow(t, t in release, tuple(where.get(t, ()))) for t in tags]
     # A tag running somewhere but gone from the registry still matters: it cannot be rolled back to.
-    rows += [VersionRow(t, _is_release(t), tuple(p)) for t, p in where.items() if t not in known]
+    rows += [VersionRow(t, t in release, tuple(p)) for t, p in where.items() if t not in known]
     return Versions(svc.name, f"{config.registry}/{svc.image}", tuple(rows), tuple(unread))
-
-
-def _is_release(tag: str) -> bool:
-    try:
-        version_for(tag)
-    except ValueError:
-        return False
-    return True
