@@ -158,11 +158,7 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     client = client or build_engine()
     base_digest = _base_digest(client, base_image, pull=opts.pull, observer=observer)
     observer.stage(f"pinning {release.name}=={version} and its dependencies")
-    target = probe_target(client, base_image, base_digest)
-    requirement = f"{release.name}{'===' if release.local_twins else '=='}{version}"
-    pinned = pin_release(config.index_url, release, requirement, target,
-                         build_wheel=sdist_builder(client, config.index_url, base_image,
-                                                   base_digest))
+    target, pinned = _pin(client, config.index_url, release, base_image, base_digest)
     pins = pins_text(pinned.pins)
     groups = layer_groups([p.name for p in pinned.pins if p.name != release.name])
     values = TemplateValues(base_image=base_image, package=release.name,
@@ -186,25 +182,45 @@ def plan_build(config: Config, package: str, opts: BuildOptions, *,
     if opts.push:
         registry = registry or RegistryClient(config.registry,
                                               credentials=registry_credentials(config.registry))
-        existing = registry.manifest_digest(image, tag)
-        if existing:
-            old = registry.image_labels(image, tag)
-            differs = [k for k in INPUT_LABELS if old.get(k) != inputs[k]]
-            if not differs:
-                action = Action.ALREADY_BUILT
-            elif opts.force:
-                action = Action.REPLACE
-            else:
-                what = ", ".join(k.removeprefix(L.ROOT + ".") for k in differs)
-                raise UsageError(f"{repository}:{tag} already exists with different content "
-                                 f"({what} differ); tags are immutable — publish a new version, "
-                                 "or pass --force to replace it")
+        action, existing = _against_the_pushed_tag(registry, image, tag, inputs, force=opts.force,
+                                                   repository=repository)
     return BuildPlan(package=release.name, version=version, tag=tag, repository=repository,
                      release=release, dockerfile=dockerfile, template_source=source,
                      base_image=base_image, base_digest=base_digest,
                      input_labels=inputs, action=action, existing_digest=existing, push=opts.push,
                      index_url=config.index_url, pinned=pinned, target=target,
                      network=config.build.network)
+
+
+def _pin(client: docker.DockerClient, index_url: str, release, base_image: str,
+         base_digest: str):
+    """The base image's Python and wheel tags, and the release with every dependency pinned
+    for them (sdists built offline in the base image)."""
+    target = probe_target(client, base_image, base_digest)
+    requirement = f"{release.name}{'===' if release.local_twins else '=='}{release.version}"
+    pinned = pin_release(index_url, release, requirement, target,
+                         build_wheel=sdist_builder(client, index_url, base_image, base_digest))
+    return target, pinned
+
+
+def _against_the_pushed_tag(registry: RegistryClient, image: str, tag: str,
+                            inputs: dict[str, str], *, force: bool, repository: str
+                            ) -> tuple[Action, str | None]:
+    """Same inputs as the pushed tag: nothing to do; other inputs: refused (tags are
+    immutable) unless --force replaces it; no such tag: build."""
+    existing = registry.manifest_digest(image, tag)
+    if not existing:
+        return Action.BUILD, None
+    old = registry.image_labels(image, tag)
+    differs = [k for k in INPUT_LABELS if old.get(k) != inputs[k]]
+    if not differs:
+        return Action.ALREADY_BUILT, existing
+    if force:
+        return Action.REPLACE, existing
+    what = ", ".join(k.removeprefix(L.ROOT + ".") for k in differs)
+    raise UsageError(f"{repository}:{tag} already exists with different content "
+                     f"({what} differ); tags are immutable — publish a new version, "
+                     "or pass --force to replace it")
 
 
 def _without_credentials(url: str) -> str:
