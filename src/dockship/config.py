@@ -53,6 +53,8 @@ HOUR = 3600.0                 # the upper bound of every timeout and window, in 
 DAY = 86400.0
 MAX_NODES = 10_000            # bound of counts of nodes (canary, batch)
 MAX_ENV_VALUE = 32_768        # characters in one services.X.env value
+DEFAULT_ETCD_PREFIX = "/dockship/nodes/{env}"
+DEFAULT_NODE_DOCKER = "ssh://root@{address}"    # how a node found by Chef or etcd is reached
 
 
 @dataclass(frozen=True)
@@ -165,11 +167,21 @@ class ChefSettings:
     client: str
     key: Path
     environment: str
-    docker: str = "ssh://root@{address}"
+    docker: str = DEFAULT_NODE_DOCKER
     sign_version: str = "1.3"
     attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(
         {"address": "ipaddress", "zone": "zone"}))
     verify: bool | Path = True    # the server's certificate: checked, not, or against this CA bundle
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    """`etcd = { url, prefix, docker }`: nodes registered in etcd, one JSON value per key under
+    `prefix` (design §13). With it, the deploy lock is an etcd lease (etcdlock.py)."""
+
+    url: str                          # http(s)://host[:port] of an etcd member (its v3 gateway)
+    prefix: str                       # keys of the environment's nodes: {prefix}/anything
+    docker: str = DEFAULT_NODE_DOCKER  # a node's engine when its entry has no "docker"
 
 
 @dataclass(frozen=True)
@@ -273,6 +285,7 @@ class Environment:
     # the services it overrides; the others run as [services.X] says). Config.service_for.
     services: Mapping[str, Service] = field(default_factory=lambda: MappingProxyType({}))
     notify: NotifySettings = NotifySettings()
+    etcd: EtcdSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -542,7 +555,7 @@ def _shared_node(env: Environment, a: Service, b: Service) -> str | None:
         both = [n.name for n in env.nodes if n.runs(a.role) and n.runs(b.role)]
         return f"node {both[0]}" if both else None
     if a.role is None or b.role is None or a.role == b.role:
-        return "Chef finds the same nodes for both roles"
+        return f"{'Chef' if env.chef is not None else 'etcd'} finds the same nodes for both roles"
     return None
 
 
@@ -602,16 +615,17 @@ def _environment(t: _Table, services: Mapping[str, Service],
     nodes = None if listed is None else tuple(node for _, node in listed)
     chef_t = t.table("chef")
     chef = _chef(chef_t, name) if t.has("chef") else None
-    if nodes is None and not t.has("chef"):
-        t.error(None, "needs either `nodes = [...]` or `chef = { url = ..., client = ..., key = ... }`")
-    if nodes is not None and t.has("chef"):
-        t.error(None, "has both `nodes` and `chef`; keep one source of nodes")
+    etcd_t = t.table("etcd")
+    etcd = _etcd(etcd_t, name) if t.has("etcd") else None
+    _one_source(t)
     ssh = _ssh(t.table("ssh"))
     tls = _tls(t.table("tls"))
     allow_plain_tcp = t.boolean("allow_plain_tcp", False)
     endpoints = [(node_t.where("docker"), node.docker) for node_t, node in listed or ()]
     if chef is not None:
         endpoints.append((chef_t.where("docker"), chef.docker))
+    if etcd is not None:
+        endpoints.append((etcd_t.where("docker"), etcd.docker))
     _transport(t, endpoints, tls, allow_plain_tcp)
     hooks_t = t.table("hooks")
     for k in BUILD_HOOK_NAMES:
@@ -624,7 +638,20 @@ def _environment(t: _Table, services: Mapping[str, Service],
                        balancer=_balancer(t.table("balancer")) if t.has("balancer") else None,
                        allow_plain_tcp=allow_plain_tcp, secrets_file=t.path("secrets_file"),
                        services=MappingProxyType(_overrides(t.table("services"), services)),
-                       notify=_notify(t.table("notify"), notify))
+                       notify=_notify(t.table("notify"), notify), etcd=etcd)
+
+
+NODE_SOURCES = ("nodes", "chef", "etcd")
+
+
+def _one_source(t: _Table) -> None:
+    """An environment's nodes come from exactly one place: a list, Chef or etcd."""
+    given = [k for k in NODE_SOURCES if t.has(k)]
+    if not given:
+        t.error(None, "needs either `nodes = [...]`, `chef = { url = ..., client = ..., key = ... }` "
+                "or `etcd = { url = ... }`")
+    elif len(given) > 1:
+        t.error(None, f"has both `{given[0]}` and `{given[1]}`; keep one source of nodes")
 
 
 def _notify(t: _Table, base: NotifySettings) -> NotifySettings:
@@ -852,7 +879,7 @@ def _chef(t: _Table, env_name: str) -> ChefSettings | None:
     client = t.name("client", required=True)
     key = t.path("key", required=True, must_exist=True)
     environment = t.name("environment") or env_name
-    docker = t.value("docker", _chef_docker_problem, default="ssh://root@{address}")
+    docker = t.value("docker", _node_docker_problem, default=DEFAULT_NODE_DOCKER)
     sign = _sign_version(t)
     attrs_t = t.table("attributes")
     attrs = {k: v for k in ("name", "address", "zone")
@@ -865,7 +892,17 @@ def _chef(t: _Table, env_name: str) -> ChefSettings | None:
                             {"address": "ipaddress", "zone": "zone", **attrs}))
 
 
-def _chef_docker_problem(value: Any) -> str | None:
+def _etcd(t: _Table, env_name: str) -> EtcdSettings | None:
+    url = t.value("url", checks.etcd_url_problem, required=True)
+    prefix = t.value("prefix", checks.etcd_prefix_problem,
+                     default=DEFAULT_ETCD_PREFIX.format(env=env_name))
+    docker = t.value("docker", _node_docker_problem, default=DEFAULT_NODE_DOCKER)
+    if url is None:
+        return None
+    return EtcdSettings(url=url.rstrip("/"), prefix=prefix.rstrip("/") or "/", docker=docker)
+
+
+def _node_docker_problem(value: Any) -> str | None:
     """The endpoint template of found nodes: a Docker endpoint once {address}/{name} are filled."""
     if not isinstance(value, str) or ("{address}" not in value and "{name}" not in value):
         return (f"{checks.shown(value)} must contain {{address}} or {{name}}, "

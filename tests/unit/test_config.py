@@ -96,8 +96,8 @@ def test_bad_batches_are_rejected(batch):
 
 def test_an_environment_needs_nodes_or_chef():
     problems = _errors(_with(environments={"stage": {}}))
-    assert problems == ["environments.stage: needs either `nodes = [...]` or "
-                        "`chef = { url = ..., client = ..., key = ... }`"]
+    assert problems == ["environments.stage: needs either `nodes = [...]`, "
+                        "`chef = { url = ..., client = ..., key = ... }` or `etcd = { url = ... }`"]
 
 
 def test_hooks_are_argv_lists_not_shell_strings():
@@ -398,6 +398,7 @@ def test_every_key_the_example_shows_commented_out_is_valid_too(tmp_path, monkey
     cfg = load(path)
     assert cfg.environments["stage"].tls.enabled and cfg.environments["stage"].allow_plain_tcp
     assert cfg.environments["prod"].chef is not None and cfg.environments["stage"].balancer
+    assert cfg.environments["edge"].etcd is not None
 
 
 def test_problems_of_nodes_keep_their_index_in_the_file():
