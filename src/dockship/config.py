@@ -340,6 +340,13 @@ class Config:
                              f"{', '.join(sorted(self.environments)) or 'none'}") from None
 
 
+def node_endpoint(template: str, name: str, address: str) -> str:
+    """The engine of a node found by Chef or etcd: `template` with {address} and {name} filled
+    (an IPv6 address in brackets, as a URL wants it)."""
+    host = f"[{address}]" if ":" in address else address
+    return template.replace("{address}", host).replace("{name}", name)
+
+
 def normalize_name(name: str) -> str:
     """PEP 503 normalized distribution name."""
     return re.sub(r"[-_.]+", "-", name).lower()

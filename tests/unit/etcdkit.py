@@ -1,0 +1,74 @@
+"""A real, throwaway etcd for unit tests: Debian's etcd on free 127.0.0.1 ports in a temp dir.
+
+`etcd_url` (module scope) is its client URL. The server is the lab's
+(`dockship_lab.etcdserver.etcd_argv`), with its own ports and data dir, so
+tests never touch the lab's etcd. Without the `etcd` program the fixture
+installs Debian's etcd-server when it runs as root (as scripts/install-deps.sh
+does), and fails with the command to run otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dockship_lab.etcdserver import answers, etcd_argv
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _etcd_program() -> str:
+    found = shutil.which("etcd")
+    if found is None and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                        "etcd-server"], check=False, env=env, capture_output=True)
+        found = shutil.which("etcd")
+    if found is None:
+        pytest.fail("these tests need Debian's etcd: apt-get install etcd-server "
+                    "(scripts/install-deps.sh installs it)")
+    return found
+
+
+def start(tmp: os.PathLike) -> tuple[subprocess.Popen, str]:
+    """A started etcd member in `tmp` and its client URL (it answers when this returns)."""
+    program = _etcd_program()
+    port, peer = _free_port(), _free_port()
+    log = open(os.path.join(tmp, "etcd.log"), "wb")
+    proc = subprocess.Popen(etcd_argv(program, os.path.join(tmp, "data"), port=port,
+                                      peer_port=peer, name="unit"),
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not answers(url, timeout=1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"etcd did not start: {open(os.path.join(tmp, 'etcd.log')).read()[-500:]}")
+        time.sleep(0.1)
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def etcd_url(tmp_path_factory) -> Iterator[str]:
+    proc, url = start(tmp_path_factory.mktemp("etcd"))
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
