@@ -1,7 +1,8 @@
 """`dockship lock status` and `lock release`: who holds a deploy lock, and giving it back.
 
 A service's lock lives on every node that runs it (lock.py), so both
-commands read every node. Release exists for the holder that can no longer
+commands read every node; in an environment found in etcd it is one etcd
+lease (etcdlock.py), and that is what they read. Release exists for the holder that can no longer
 give it back (a SIGKILL, a lost CI agent): without `--force` it removes only
 a lease that ran out or one whose holder is a process of this machine that
 no longer runs; anything else needs `--force`, because removing a live
@@ -26,7 +27,11 @@ from dockship.failures import reason
 from dockship.fleet import Fleet, NodeEngine
 from dockship.history import HistoryRecord, Kind
 from dockship.inventory import nodes_for
-from dockship.lock import DockerLockStore, Found, LockInfo, default_holder
+from dockship import parallel
+from dockship.config import Environment
+from dockship.errors import DockshipError
+from dockship.etcdlock import EtcdLockStore
+from dockship.lock import DockerLockStore, Found, LockInfo, LockStore, default_holder
 from dockship.report import NodeOutcome, NodeResult, Result
 from dockship.times import format_time, human_duration, utc_now
 
@@ -90,11 +95,22 @@ class ServiceLock:
 
 
 def _read(engine: NodeEngine, env: str, service: str) -> NodeLock:
+    return _read_store(DockerLockStore(engine.name, engine.client, env, service), engine.node.zone)
+
+
+def _read_store(store: LockStore, zone: str | None) -> NodeLock:
     try:
-        found = DockerLockStore(engine.name, engine.client, env, service).read()
+        found = store.read()
     except Exception as exc:  # noqa: BLE001 - one unreachable node must not hide the others
-        return NodeLock(engine.name, engine.node.zone, error=reason(exc))
-    return NodeLock(engine.name, engine.node.zone, found=found)
+        return NodeLock(store.node, zone, error=reason(exc))
+    return NodeLock(store.node, zone, found=found)
+
+
+def _etcd_lock(env: Environment, service: str) -> tuple[EtcdLockStore, ServiceLock]:
+    """An etcd environment's lock: one lease in etcd, not a container on each node."""
+    assert env.etcd is not None
+    store = EtcdLockStore(env.etcd, env.name, service)
+    return store, ServiceLock(env.name, service, (_read_store(store, None),))
 
 
 def _services(config: Config, env_name: str, service: str | None) -> list[Service]:
@@ -107,6 +123,9 @@ def lock_status(config: Config, env_name: str, service: str | None = None) -> li
     env = config.environment(env_name)
     out = []
     for svc in _services(config, env_name, service):
+        if env.etcd is not None:
+            out.append(_etcd_lock(env, svc.name)[1])
+            continue
         with Fleet(nodes_for(env, svc), env) as fleet:
             rows = fleet.each(lambda e: _read(e, env.name, svc.name))
             out.append(ServiceLock(env.name, svc.name, tuple(
@@ -157,8 +176,18 @@ def release(config: Config, env_name: str, service: str | None = None, *,
     for svc in _services(config, env_name, service):
         with Fleet(nodes_for(env, svc), env) as fleet:
             fleet.connect()
-            rows = fleet.each(lambda e: _read(e, env.name, svc.name))
-            state = ServiceLock(env.name, svc.name, tuple(v for _, v, _ in rows if v is not None))
+            if env.etcd is not None:
+                store, state = _etcd_lock(env, svc.name)
+                if state.nodes[0].error:
+                    raise DockshipError(f"cannot read the deploy lock of service {svc.name} in "
+                                        f"etcd: {state.nodes[0].error}")
+                stores: dict[str, LockStore] = {store.node: store}
+            else:
+                rows = fleet.each(lambda e: _read(e, env.name, svc.name))
+                state = ServiceLock(env.name, svc.name,
+                                    tuple(v for _, v, _ in rows if v is not None))
+                stores = {e.name: DockerLockStore(e.name, e.client, env.name, svc.name)
+                          for e in fleet}
             if not state.locked:
                 out.append(Released(svc.name, None))
                 continue
@@ -166,22 +195,23 @@ def release(config: Config, env_name: str, service: str | None = None, *,
             if live and not force:
                 raise LockHeld(f"{live[0].describe()}; if its holder is gone for good (a killed "
                                "job), release it with `dockship lock release --force`")
-            out.append(_remove_and_record(fleet, state, force=force))
+            out.append(_remove_and_record(fleet, stores, state, force=force))
     return out
 
 
-def _remove_and_record(fleet: Fleet, state: ServiceLock, *, force: bool) -> Released:
+def _remove_and_record(fleet: Fleet, stores: dict[str, LockStore], state: ServiceLock, *,
+                       force: bool) -> Released:
+    """Remove the lock where it was read (by the id read), then record that on every node."""
     held = state.holder
     info = held.info if held else None
-    by_node = {n.node: n.found for n in state.nodes if n.found is not None}
+    found = [(n.node, n.found) for n in state.nodes if n.found is not None]
 
-    def remove(engine: NodeEngine) -> None:
-        found = by_node.get(engine.name)
-        if found is not None:
-            DockerLockStore(engine.name, engine.client, state.env, state.service).remove(
-                found.container_id)
+    def remove(row: tuple[str, Found]) -> None:
+        stores[row[0]].remove(row[1].container_id)
 
-    failed = tuple(sorted(e.name for e, _, exc in fleet.each(remove) if exc is not None))
+    failed = tuple(sorted(node for (node, _), _, exc in parallel.each(found, remove,
+                                                                       limit=fleet.parallel)
+                          if exc is not None))
     now = utc_now()
     what = (f"lock of deploy {info.deploy_id} held by {info.holder} "
             f"(renewed {human_duration(held.idle)} ago)" if info and held

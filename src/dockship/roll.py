@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockship import history, servicesecrets
@@ -18,7 +19,8 @@ from dockship.fleet import Fleet
 from dockship.errors import UsageError
 from dockship.halt import Halt
 from dockship.inventory import nodes_for
-from dockship.lock import DEFAULT_TTL, DeployLock, LeaseKeeper, docker_stores
+from dockship.etcdlock import lock_stores
+from dockship.lock import DEFAULT_TTL, DeployLock, LeaseKeeper
 from dockship.nodeops import DockerNode
 from dockship.nodestate import NodeState
 from dockship.observer import QuietObserver, RollObserver
@@ -176,16 +178,22 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     deployment = Deployment(plan, service=service, env=env, nodes=nodes, observer=observer,
                             halt=halt, kind=kind, parallel_limit=opts.parallel, runtime=runtime,
                             report_path=opts.report_path)
-    lock = DeployLock(docker_stores(list(clients.items()), env.name, service.name),
+    lock = DeployLock(lock_stores(env, list(clients.items()), service.name),
                       env=env.name, service=service.name, tag=plan.target.tag,
                       deploy_id=plan.deploy_id, ttl=opts.lock_ttl, wait=opts.lock_wait,
                       message=opts.message, parallel_limit=opts.parallel)
     ledger = history.Ledger(env.name, service.name)
 
-    def taken(node: str) -> None:
+    def covered(store: str) -> list[str]:
+        """The nodes a lock store stands for: its own, or every node (one etcd lease)."""
+        return list(clients) if env.etcd is not None else [store]
+
+    def taken(store: str) -> None:
         # The node is ours: prepare it (pull, read, create) while the lock is taken elsewhere.
-        deployment.prepare([node])
-        ledger.prepare_node(node, clients[node])
+        names = covered(store)
+        deployment.prepare(names)
+        for node in names:
+            ledger.prepare_node(node, clients[node])
 
     halt.begin_changes()     # from the first lock on, a signal winds the roll down
     try:
@@ -200,25 +208,27 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     finally:
         if report is None:   # run() never returns without a report; this is for a bug
             report = deployment.report(Result.FAILED, "internal error: the roll stopped early")
-        report = _record_and_release(report, deployment, lock, ledger, clients, observer)
+        report = _record_and_release(report, deployment, lock, ledger, clients, observer,
+                                     covered)
     return report
 
 
 def _record_and_release(report: RollReport, deployment: Deployment, lock: DeployLock,
-                        ledger: history.Ledger, clients: dict, observer: RollObserver
-                        ) -> RollReport:
+                        ledger: history.Ledger, clients: dict, observer: RollObserver,
+                        covered: Callable[[str], list[str]]) -> RollReport:
     """History on every node (under the lock where it is still ours), pruning, release."""
     rec = history.HistoryRecord.of(report, user=lock.info.holder, finished_at=utc_now())
     late: list[str] = []
     unrecorded: set[str] = set(clients)
 
-    def before_release(node: str) -> None:
-        if report.ok:
-            problem = deployment.prune_node(node)
-            if problem:
-                late.append(problem)
-        ledger.append(node, clients[node], rec)
-        unrecorded.discard(node)
+    def before_release(store: str) -> None:
+        for node in covered(store):
+            if report.ok:
+                problem = deployment.prune_node(node)
+                if problem:
+                    late.append(problem)
+            ledger.append(node, clients[node], rec)
+            unrecorded.discard(node)
 
     failed = lock.release(before=before_release)
     for node in sorted(unrecorded):     # a lost lock: the record still goes there, best effort
