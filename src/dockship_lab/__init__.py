@@ -2,8 +2,8 @@
 
 `up()` brings up, idempotently, a build engine (started only if none
 answers), the lab network, a CA and TLS registries, a package index, a
-Python base image, N node engines reachable over SSH, and a Chef server,
-then writes a ready `dockship.toml`. What runs and is healthy is reused;
+Python base image, N node engines reachable over SSH, a Chef server and an
+etcd where the nodes are registered, then writes a ready `dockship.toml`. What runs and is healthy is reused;
 what is half there (a crashed daemon, a stale pid file, a lost key) is
 repaired. `status()` probes every component, so a crashed one shows as down.
 `down()` removes everything the lab made except the base image cache and a
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 
 from dockship.errors import UsageError
-from dockship_lab import balancer, bastion, chefserver, labconfig, pypi
+from dockship_lab import balancer, bastion, chefserver, etcdserver, labconfig, pypi
 from dockship_lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
                                     ensure_tarball, tarball_path, verify_pull)
 from dockship_lab.engine import (build_client, engine_answers, engine_down, engine_started_by_lab,
@@ -55,7 +55,7 @@ __all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "comma
 Progress = Callable[[str, str], None]
 
 STEPS = ("lock", "engine", "network", "tls", "registry", "index", "base-image", "nodes", "bastion",
-         "chef", "balancer", "config")
+         "chef", "etcd", "balancer", "config")
 
 
 # --- status records ----------------------------------------------------------
@@ -105,6 +105,7 @@ class Components:
     chef: bool          # goiardi accepts the lab's client key
     config: bool
     balancer: bool = False  # HAProxy answers on its runtime API and listens on its frontend
+    etcd: bool = False      # the lab's etcd runs and answers
 
     @property
     def all_up(self) -> bool:
@@ -127,6 +128,7 @@ class LabStatus:
     up: Components
     balancer: balancer.BalancerInfo | None = None
     bastion: bastion.BastionInfo | None = None
+    etcd: etcdserver.EtcdInfo = etcdserver.info()
 
     @property
     def ok(self) -> bool:
@@ -148,6 +150,7 @@ class LabStatus:
             "engine_started_by_lab": self.engine_started_by_lab,
             "balancer": self.balancer.to_json() if self.balancer else None,
             "bastion": asdict(self.bastion) if self.bastion else None,
+            "etcd": asdict(self.etcd),
             "up": {**asdict(self.up), "all": self.up.all_up},
         }
 
@@ -244,6 +247,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         chef=chefserver.chef_answers(paths),
         config=labconfig.config_path(paths).exists(),
         balancer=balancer.lab_balancer_answers(paths),
+        etcd=etcdserver.etcd_answers(paths),
     )
     return LabStatus(
         index_url=pypi.INDEX_URL,
@@ -261,6 +265,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         up=components,
         balancer=balancer.lab_balancer_info(paths),
         bastion=bastion.info(paths),
+        etcd=etcdserver.info(),
     )
 
 
@@ -366,6 +371,11 @@ def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Backgro
     report("chef", f"{'started and registered' if restarted_chef else 'running; updated'} "
                    f"{len(lab_nodes)} node(s)")
 
+    report("etcd", f"{etcdserver.URL}, nodes under {etcdserver.PREFIX}")
+    started_etcd = etcdserver.etcd_up(paths, lab_nodes)
+    report("etcd", f"{'started' if started_etcd else 'running'}; registered "
+                   f"{len(lab_nodes)} node(s)")
+
     lb = balancer.lab_balancer_info(paths)
     report("balancer", f"HAProxy {lb.frontend_url} -> backend {lb.backend} on the nodes' "
                        f"port {balancer.SERVICE_PORT}, runtime API {lb.socket}")
@@ -404,6 +414,8 @@ def _config_values(paths: LabPaths, tls: LabTLS, lab_nodes: list[Any]) -> labcon
         chef_client=chefserver.CLIENT,
         chef_key=chefserver.client_key_path(paths),
         chef_environment=chefserver.ENVIRONMENT,
+        etcd_url=etcdserver.URL,
+        etcd_prefix=etcdserver.PREFIX,
     )
 
 
@@ -431,6 +443,7 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
 
         attempt("balancer", "stopping HAProxy", lambda: balancer.balancers_down(paths))
         attempt("chef", "stopping goiardi", lambda: chefserver.chef_down(paths))
+        attempt("etcd", "stopping etcd", lambda: etcdserver.etcd_down(paths))
         attempt("index", "stopping pypiserver", lambda: pypi.index_down(paths))
         attempt("registry", "stopping the registries", lambda: registries_down(paths))
         attempt("bastion", "removing the bastion", lambda: bastion.bastion_down(paths))

@@ -1,7 +1,7 @@
 """The ready `dockship.toml` for the lab (design §3), written by `lab up`.
 
 Environment `lab` lists the nodes; environment `lab-chef` finds the same
-nodes through the lab's Chef server. The file is written from plain data by
+nodes through the lab's Chef server, and `labetcd` in the lab's etcd. The file is written from plain data by
 `dockship.configfile`, the one config writer.
 """
 
@@ -41,6 +41,8 @@ class LabConfigValues:
     chef_key: Path
     chef_environment: str
     chef_docker: str = "ssh://root@{address}"
+    etcd_url: str | None = None             # the lab's etcd, where the nodes are registered
+    etcd_prefix: str | None = None
     balancer_socket: Path | None = None     # the lab HAProxy's runtime API
     balancer_url: str | None = None
 
@@ -60,6 +62,18 @@ def data(v: LabConfigValues) -> dict[str, Any]:
     }
     if v.balancer_socket is not None:
         lab["balancer"] = {"kind": "haproxy", "socket": v.balancer_socket, "backend": "hello"}
+    environments: dict[str, Any] = {
+        "lab": lab,
+        "lab-chef": {
+            "chef": {"url": v.chef_url, "client": v.chef_client, "key": v.chef_key,
+                     "environment": v.chef_environment, "docker": v.chef_docker},
+            "ssh": ssh,
+        },
+    }
+    if v.etcd_url is not None:
+        # the nodes of `lab` as etcd lists them; ssh, rollout and balancer as `lab`
+        environments["labetcd"] = {"etcd": {"url": v.etcd_url, "prefix": v.etcd_prefix},
+                                   **{k: value for k, value in lab.items() if k != "nodes"}}
     return {
         "index": {"url": v.index_url},
         "registry": {"url": v.registry},
@@ -71,19 +85,17 @@ def data(v: LabConfigValues) -> dict[str, Any]:
             "role": "web",
             "health": {"path": "/health", "status": 200},
         }},
-        "environments": {
-            "lab": lab,
-            "lab-chef": {
-                "chef": {"url": v.chef_url, "client": v.chef_client, "key": v.chef_key,
-                         "environment": v.chef_environment, "docker": v.chef_docker},
-                "ssh": ssh,
-            },
-        },
+        "environments": environments,
     }
 
 
 def comment(v: LabConfigValues, path: Path) -> str:
     """The file's opening comment: how to use it, and what each table is."""
+    etcd_line = f"\n  etcd           {v.etcd_url}" if v.etcd_url is not None else ""
+    etcd = (f"\n[environments.labetcd]  the same nodes registered in the lab's etcd ({v.etcd_url}),\n"
+            f"                   one JSON value per key under {v.etcd_prefix}; the deploy lock is an\n"
+            "                   etcd lease; ssh, rollout and balancer as in `lab`"
+            if v.etcd_url is not None else "")
     balancer = (f"; the lab's HAProxy ({v.balancer_url}) balances\n"
                 "                   the nodes: each is drained there before its container stops"
                 if v.balancer_socket is not None else "")
@@ -96,7 +108,7 @@ Lab services this file points at:
   package index  {v.index_url}  (upload with: twine upload --repository-url {v.index_upload_url} dist/*)
   registry       {v.registry}  (TLS by the lab CA {v.ca_bundle}, no auth)
   registry+auth  {v.registry_auth}  (user "dockship", password in {v.registry_password_file})
-  Chef server    {v.chef_url}
+  Chef server    {v.chef_url}{etcd_line}
 
 [index]            the PEP 503 simple index (pypiserver) the service packages are installed from
 [registry]         images are pushed and pulled as {{registry}}/{{image}}:{{tag}}; the build engine
@@ -110,7 +122,7 @@ Lab services this file points at:
                    the first node alone, then one at a time, every updated node put back on a
                    failure{balancer}
 [environments.lab-chef]  the same nodes found in the lab's Chef server (goiardi):
-                   role:web AND chef_environment:lab, address from automatic.ipaddress"""
+                   role:web AND chef_environment:lab, address from automatic.ipaddress{etcd}"""
 
 
 def write_config(paths: LabPaths, values: LabConfigValues) -> Path:
