@@ -219,12 +219,17 @@ def etcd_url_problem(url: object) -> str | None:
 def etcd_prefix_problem(value: object) -> str | None:
     """A key prefix in etcd: '/' then printable text without whitespace, e.g. /dockship/nodes/stage."""
     expected = "a key prefix starting with '/', e.g. \"/dockship/nodes/stage\""
+    return _slash_text_problem(value, expected, 1024, f"expected {expected}")
+
+
+def _slash_text_problem(value: object, expected: str, limit: int, fix: str) -> str | None:
+    """A string starting with '/', at most `limit` long, without whitespace or control character."""
     if not isinstance(value, str) or not value.startswith("/"):
         return f"must be {expected}, got {shown(value)}"
-    if len(value) > 1024:
-        return f"{shown(value)} is longer than 1024 characters"
+    if len(value) > limit:
+        return f"{shown(value)} is longer than {limit} characters"
     if any(ch.isspace() or not ch.isprintable() for ch in value):
-        return f"{shown(value)} holds whitespace or a control character; expected {expected}"
+        return f"{shown(value)} holds whitespace or a control character; {fix}"
     return None
 
 
@@ -269,13 +274,8 @@ def docker_endpoint_problem(url: object) -> str | None:
 
 def health_path_problem(value: object) -> str | None:
     """An HTTP path: starts with '/', no whitespace or control character (no header injection)."""
-    if not isinstance(value, str) or not value.startswith("/"):
-        return f"must be a path starting with '/', e.g. \"/health\", got {shown(value)}"
-    if len(value) > 2048:
-        return f"{shown(value)} is longer than 2048 characters"
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        return f"{shown(value)} holds whitespace or a control character; percent-encode it (%20)"
-    return None
+    return _slash_text_problem(value, "a path starting with '/', e.g. \"/health\"", 2048,
+                               "percent-encode it (%20)")
 
 
 def registry_problem(value: object) -> str | None:

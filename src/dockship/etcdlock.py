@@ -124,16 +124,18 @@ class EtcdLockStore:
         if entry is None:
             return None
         lease_id = format(entry.lease, "x")
+        key = self.key.decode()
+        advice = f"if no deployment is running, delete it with `etcdctl del {key}`"
         try:
             info = _info(entry.value)
         except ValueError as exc:
-            return Found(lease_id, None, problem=f"key {self.key.decode()}: {exc}")
+            return Found(lease_id, None, problem=f"etcd key {key}: {exc}", advice=advice)
         if (info.env, info.service) != (self.env, self.service):
-            return Found(lease_id, None, problem=f"key {self.key.decode()} holds the lock of "
-                         f"environment {info.env!r} service {info.service!r}")
+            return Found(lease_id, None, problem=f"etcd key {key} holds the lock of "
+                         f"environment {info.env!r} service {info.service!r}", advice=advice)
         if not entry.lease:
-            return Found(lease_id, None, problem=f"key {self.key.decode()} has no lease, so it "
-                         f"would never expire; delete it with `etcdctl del {self.key.decode()}`")
+            return Found(lease_id, None, problem=f"etcd key {key} has no lease, so it would "
+                         "never expire", advice=advice)
         left, granted = self._call(lambda: self.etcd.time_to_live(entry.lease))
         if left <= 0:
             return None          # it expired while we looked

@@ -121,6 +121,7 @@ class Found:
     info: LockInfo | None     # None: labels unreadable (not made by this dockship, or damaged)
     idle: float = 0.0         # seconds since its last renewal, by the node engine's clock
     problem: str = ""
+    advice: str = ""          # how to remove an unreadable lock, where it is no container
 
     @property
     def expired(self) -> bool:
@@ -241,6 +242,9 @@ def read_lock(client: docker.DockerClient, env: str, service: str) -> Found | No
 
 def _unreadable_message(env: str, service: str, node: str | None, found: Found) -> str:
     where = f" on node {node}" if node else ""
+    if found.advice:
+        return (f"environment {env!r} service {service!r} is locked{where} by something that is "
+                f"not a dockship lock ({found.problem}); {found.advice}")
     return (f"environment {env!r} service {service!r} is locked{where} by container "
             f"{lock_name(env, service)} ({found.container_id[:12]}) whose labels are not a "
             f"dockship lock ({found.problem}); if no deployment is running, remove it with "

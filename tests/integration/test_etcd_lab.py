@@ -67,10 +67,6 @@ def roll_to(fleet, *tags: str) -> None:
         assert run(fleet, "roll", "--tag", tag, expect=0)["result"] == "succeeded"
 
 
-def tags_running(fleet) -> dict[str, str | None]:
-    return fleet.versions()
-
-
 @pytest.fixture
 def on_1_0_0(fleet):
     roll_to(fleet, "1.0.0")
@@ -98,7 +94,7 @@ def test_a_release_rolls_onto_every_node_under_an_etcd_lease(fleet, lab):
     assert [(n["name"], n["zone"], n["from"], n["to"], n["result"]) for n in report["nodes"]] == [
         ("node1", "a", "1.0.0", "1.1.0", "updated"), ("node2", "b", "1.0.0", "1.1.0", "updated"),
         ("node3", "c", "1.0.0", "1.1.0", "updated")]
-    assert tags_running(fleet) == {"node1": "1.1.0", "node2": "1.1.0", "node3": "1.1.0"}
+    assert fleet.versions() == {"node1": "1.1.0", "node2": "1.1.0", "node3": "1.1.0"}
     # the lease was given back, and no node carries a lock container
     with Etcd(lab["etcd"]["url"]) as etcd:
         assert etcd.get(lock_key(ENV, fleet.service)) is None
@@ -113,7 +109,7 @@ def test_a_broken_release_is_put_back_on_every_node(fleet):
     report = run(fleet, "roll", "--tag", "0.9.2", expect=1)
     assert report["result"] == "rolled_back"
     assert report["nodes"][0]["name"] == "node1" and report["nodes"][0]["to"] == "0.9.2"
-    assert tags_running(fleet) == {"node1": "1.1.0", "node2": "1.1.0", "node3": "1.1.0"}
+    assert fleet.versions() == {"node1": "1.1.0", "node2": "1.1.0", "node3": "1.1.0"}
     status = run(fleet, "status", expect=0)
     assert status["schema"] == 1
 
@@ -123,7 +119,7 @@ def test_rollback_brings_back_the_previous_tag(fleet):
     report = run(fleet, "rollback", expect=0)
     assert report["result"] == "succeeded"
     assert [(n["from"], n["to"]) for n in report["nodes"]] == [("1.1.0", "1.0.0")] * 3
-    assert tags_running(fleet) == {"node1": "1.0.0", "node2": "1.0.0", "node3": "1.0.0"}
+    assert fleet.versions() == {"node1": "1.0.0", "node2": "1.0.0", "node3": "1.0.0"}
     history = run(fleet, "history", expect=0)
     assert "rollback" in json.dumps(history)
 
@@ -181,7 +177,7 @@ def test_etcd_killed_mid_roll_the_roll_finishes_or_is_put_back_and_says_which(fl
     assert report["result"] in ("succeeded", "rolled_back"), err
     assert roll.returncode == (0 if report["result"] == "succeeded" else 1), err
     expected = "1.1.0" if report["result"] == "succeeded" else "1.0.0"
-    assert tags_running(fleet) == {n["name"]: expected for n in fleet.nodes}, report
+    assert fleet.versions() == {n["name"]: expected for n in fleet.nodes}, report
     results = {n["result"] for n in report["nodes"]}
     if report["result"] == "succeeded":
         assert results == {"updated"}, report

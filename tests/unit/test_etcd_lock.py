@@ -171,8 +171,21 @@ def test_a_key_that_is_not_a_lock_blocks_with_what_is_wrong(etcd_url, service):
         etcd.put(lock_key("stage", service), b"garbage")
     found = _store(etcd_url, service).read()
     assert found.info is None and "not JSON" in found.problem
-    with pytest.raises(LockHeld):
+    with pytest.raises(LockHeld) as info:
         _deploy_lock(etcd_url, service, "deploy-alice").acquire()
+    assert str(info.value) == (
+        f"environment 'stage' service '{service}' is locked on node etcd by something that is "
+        f"not a dockship lock (etcd key /dockship/locks/stage/{service}: its value is not JSON); "
+        f"if no deployment is running, delete it with `etcdctl del /dockship/locks/stage/{service}`")
+
+
+def test_a_key_without_a_lease_would_never_expire_and_is_not_taken_for_a_lock(etcd_url, service):
+    store = _store(etcd_url, service)
+    store.create(_info(service))
+    with Etcd(etcd_url) as etcd:                  # the same value, put again without a lease
+        etcd.put(lock_key("stage", service), etcd.get(lock_key("stage", service)).value)
+    found = store.read()
+    assert found.info is None and "has no lease" in found.problem
 
 
 def test_an_etcd_that_stops_answering_is_a_failed_renewal_then_a_lost_lease(tmp_path, service):
