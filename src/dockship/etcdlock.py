@@ -24,6 +24,7 @@ The "container id" of the protocol is the lease id in hex.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -139,6 +140,9 @@ class EtcdLockStore:
         left, granted = self._call(lambda: self.etcd.time_to_live(entry.lease))
         if left <= 0:
             return None          # it expired while we looked
+        # The lease etcd keeps may be longer than asked (whole seconds, its minimum TTL): that is
+        # the TTL that holds, so a key etcd still keeps never reads as expired.
+        info = dataclasses.replace(info, ttl=max(info.ttl, float(granted)))
         return Found(lease_id, info, idle=float(max(0, granted - left)))
 
     def renew(self, container_id: str) -> None:

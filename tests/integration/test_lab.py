@@ -269,7 +269,7 @@ def test_up_repairs_killed_services(first_up, paths):
     assert broken.engine and broken.nodes
     old_key = chefserver.client_key_path(paths).read_bytes()
 
-    status = timed("up, repairing 4 killed daemons", lambda: lab.up(nodes=3, paths=paths))
+    status = timed("up, repairing 5 killed daemons", lambda: lab.up(nodes=3, paths=paths))
     assert status.ok, status.up
     for name, pid in killed.items():
         assert int((paths.run / f"{name}.pid").read_text()) != pid

@@ -118,6 +118,15 @@ def test_an_unrenewed_lease_is_ended_by_etcd_and_then_a_contender_takes_the_lock
     assert bob.release() == []
 
 
+def test_a_ttl_shorter_than_etcd_grants_reads_as_the_granted_one_and_never_as_expired(
+        etcd_url, service):
+    store = _store(etcd_url, service)
+    store.create(_info(service, ttl=0.3))          # etcd grants whole seconds, 2 at least
+    time.sleep(0.5)
+    found = store.read()
+    assert found is not None and found.info.ttl >= 2 and not found.expired
+
+
 def test_a_renewed_lease_outlives_its_ttl(etcd_url, service):
     dl = _deploy_lock(etcd_url, service, "deploy-alice", ttl=SHORT).acquire()
     lost = []
