@@ -98,20 +98,22 @@ def etcd_answers(paths: LabPaths) -> bool:
     return etcd_running(paths) and answers(URL)
 
 
-def etcd_start(paths: LabPaths) -> bool:
+def etcd_start(paths: LabPaths, *, port: int = PORT, peer_port: int = PEER_PORT) -> bool:
     """Start the lab's etcd, or reuse the running one; True if it was (re)started."""
     program = require_program("etcd", "etcd-server")
     data = _data_dir(paths)
+    url = f"http://{HOST}:{port}"
 
     def ensure() -> bool:
-        return ensure_daemon(what=f"etcd at {URL}", program="etcd",
-                             argv=etcd_argv(program, data), pidfile=_pidfile(paths),
-                             logfile=log_path(paths, "etcd"), listen=(HOST, PORT),
-                             healthy=lambda: answers(URL), timeout=START_TIMEOUT)
+        return ensure_daemon(what=f"etcd at {url}", program="etcd",
+                             argv=etcd_argv(program, data, port=port, peer_port=peer_port),
+                             pidfile=_pidfile(paths), logfile=log_path(paths, "etcd"),
+                             listen=(HOST, port), healthy=lambda: answers(url),
+                             timeout=START_TIMEOUT)
     try:
         return ensure()
     except LabError:
-        if not data.exists() or answers(URL):
+        if not data.exists() or answers(url):
             raise
         # A data dir an earlier lab left that etcd will not start on: set it aside, start empty.
         stop_lab_daemon(_pidfile(paths), "etcd")
