@@ -2,8 +2,8 @@
 
 A service's lock lives on every node that runs it (lock.py), so both
 commands read every node; in an environment found in etcd it is one etcd
-lease (etcdlock.py), and that is what they read. Release exists for the holder that can no longer
-give it back (a SIGKILL, a lost CI agent): without `--force` it removes only
+lease (etcdlock.py), and that is what they read. Release exists for the
+holder that can no longer give it back (a SIGKILL, a lost CI agent): without `--force` it removes only
 a lease that ran out or one whose holder is a process of this machine that
 no longer runs; anything else needs `--force`, because removing a live
 roll's lock lets a second roll run beside it. The lock is removed by the
@@ -20,17 +20,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from dockship import history
-from dockship.config import Config, Service
-from dockship.errors import LockHeld
+from dockship import history, parallel
+from dockship.config import Config, Environment, Service
+from dockship.errors import DockshipError, LockHeld
+from dockship.etcdlock import EtcdLockStore
 from dockship.failures import reason
 from dockship.fleet import Fleet, NodeEngine
 from dockship.history import HistoryRecord, Kind
 from dockship.inventory import nodes_for
-from dockship import parallel
-from dockship.config import Environment
-from dockship.errors import DockshipError
-from dockship.etcdlock import EtcdLockStore
 from dockship.lock import DockerLockStore, Found, LockInfo, LockStore, default_holder
 from dockship.report import NodeOutcome, NodeResult, Result
 from dockship.times import format_time, human_duration, utc_now

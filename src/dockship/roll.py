@@ -12,14 +12,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dockship import history, servicesecrets
+from dockship import history, parallel, servicesecrets
 from dockship.config import DEFAULT_PARALLEL, Config, Environment, Service
 from dockship.credentials import Credentials, registry_credentials
 from dockship.fleet import Fleet
 from dockship.errors import UsageError
 from dockship.halt import Halt
-from dockship.inventory import nodes_for
 from dockship.etcdlock import lock_stores
+from dockship.inventory import nodes_for
 from dockship.lock import DEFAULT_TTL, DeployLock, LeaseKeeper
 from dockship.nodeops import DockerNode
 from dockship.nodestate import NodeState
@@ -192,8 +192,7 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
         # The node is ours: prepare it (pull, read, create) while the lock is taken elsewhere.
         names = covered(store)
         deployment.prepare(names)
-        for node in names:
-            ledger.prepare_node(node, clients[node])
+        _on_each(names, lambda node: ledger.prepare_node(node, clients[node]), opts.parallel)
 
     halt.begin_changes()     # from the first lock on, a signal winds the roll down
     try:
@@ -213,6 +212,13 @@ def execute(plan: RollPlan, *, env: Environment, service: Service, fleet: Fleet,
     return report
 
 
+def _on_each(nodes: list[str], fn: Callable[[str], object], limit: int) -> None:
+    """fn on every node at once (one lease may stand for all of them); the first error raised."""
+    errors = [exc for _, _, exc in parallel.each(nodes, fn, limit=limit) if exc is not None]
+    if errors:
+        raise errors[0]
+
+
 def _record_and_release(report: RollReport, deployment: Deployment, lock: DeployLock,
                         ledger: history.Ledger, clients: dict, observer: RollObserver,
                         covered: Callable[[str], list[str]]) -> RollReport:
@@ -221,14 +227,16 @@ def _record_and_release(report: RollReport, deployment: Deployment, lock: Deploy
     late: list[str] = []
     unrecorded: set[str] = set(clients)
 
+    def record(node: str) -> None:
+        if report.ok:
+            problem = deployment.prune_node(node)
+            if problem:
+                late.append(problem)
+        ledger.append(node, clients[node], rec)
+        unrecorded.discard(node)
+
     def before_release(store: str) -> None:
-        for node in covered(store):
-            if report.ok:
-                problem = deployment.prune_node(node)
-                if problem:
-                    late.append(problem)
-            ledger.append(node, clients[node], rec)
-            unrecorded.discard(node)
+        _on_each(covered(store), record, lock.parallel)
 
     failed = lock.release(before=before_release)
     for node in sorted(unrecorded):     # a lost lock: the record still goes there, best effort
