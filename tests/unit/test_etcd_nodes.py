@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from dockship import checks
 from dockship.config import EtcdSettings, parse
 from dockship.errors import ConfigError, DockshipError, UsageError
 from dockship.etcd import Etcd
@@ -219,3 +221,34 @@ def test_a_server_that_is_not_etcd_is_named():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- any value at all -------------------------------------------------------------------
+
+_HOSTILE = st.sampled_from(["node1", "10.0.0.1", "fd00::1", "a", "web", "", " ", "\x1b[2J",
+                            "-oProxyCommand=id", "x;y", "ssh://root@10.0.0.1", "tcp://h:2375",
+                            "unix:///run/x.sock", "ssh://-x@h", "\u202e", "x" * 300])
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | _HOSTILE,
+                       lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(_HOSTILE, inner, max_size=3), max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry=st.dictionaries(st.sampled_from(["name", "address", "zone", "roles", "docker",
+                                              "adress", "x"]), _VALUES, max_size=6),
+       raw=st.one_of(st.none(), st.binary(max_size=40)))
+def test_any_entry_is_a_valid_node_or_one_line_refusal(entry, raw):
+    value = raw if raw is not None else json.dumps(entry).encode()
+    try:
+        node = parse_entry(b"/p/k", value, SETTINGS, setting=SETTING)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith(f"{SETTING}: the entry '/p/k' on etcd ")
+        assert "\n" not in message and "\x1b" not in message and "\u202e" not in message
+        return
+    assert checks.name_problem(node.name) is None
+    assert checks.host_problem(node.address) is None
+    assert node.zone is None or checks.name_problem(node.zone) is None
+    assert all(checks.name_problem(r) is None for r in node.roles)
+    assert checks.docker_endpoint_problem(node.docker) is None
+    assert not node.docker.startswith("tcp://")
