@@ -182,6 +182,9 @@ class EtcdSettings:
     url: str                          # http(s)://host[:port] of an etcd member (its v3 gateway)
     prefix: str                       # keys of the environment's nodes: {prefix}/anything
     docker: str = DEFAULT_NODE_DOCKER  # a node's engine when its entry has no "docker"
+    ca: Path | None = None            # https: the CA etcd's certificate is checked against
+    cert: Path | None = None          # https: a client certificate (etcd --client-cert-auth)
+    key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -904,9 +907,19 @@ def _etcd(t: _Table, env_name: str) -> EtcdSettings | None:
     prefix = t.value("prefix", checks.etcd_prefix_problem,
                      default=DEFAULT_ETCD_PREFIX.format(env=env_name))
     docker = t.value("docker", _node_docker_problem, default=DEFAULT_NODE_DOCKER)
+    ca, cert, key = (t.path(k, must_exist=True) for k in ("ca", "cert", "key"))
+    if t.has("cert") != t.has("key"):
+        missing, given = ("key", "cert") if t.has("cert") else ("cert", "key")
+        t.error(missing, f"missing: etcd.{given} is given, and a client certificate needs both "
+                "cert and key (or neither)")
+    tls_keys = [k for k in ("ca", "cert", "key") if t.has(k)]
+    if url is not None and tls_keys and not url.startswith("https://"):
+        t.error(tls_keys[0], f"is for TLS, and url {checks.shown(url)} is http://; use https:// "
+                "or drop the TLS keys")
     if url is None:
         return None
-    return EtcdSettings(url=url.rstrip("/"), prefix=prefix.rstrip("/") or "/", docker=docker)
+    return EtcdSettings(url=url.rstrip("/"), prefix=prefix.rstrip("/") or "/", docker=docker,
+                        ca=ca, cert=cert, key=key)
 
 
 def _node_docker_problem(value: Any) -> str | None:

@@ -20,6 +20,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ import etcd3gw.exceptions
 import requests
 
 from dockship import deadline
+from dockship.config import EtcdSettings
 from dockship.errors import DockshipError, Unreachable, printable
 from dockship.failures import http_failure
 from dockship.redact import redact, redact_url
@@ -79,14 +81,28 @@ def prefix_end(prefix: bytes) -> bytes:
 class Etcd:
     """A connection to one etcd member; a context manager (the HTTP session is closed)."""
 
-    def __init__(self, url: str, *, total: float = deadline.TOTAL):
+    def __init__(self, url: str, *, total: float = deadline.TOTAL, ca: Path | None = None,
+                 cert: Path | None = None, key: Path | None = None):
         parts = urlsplit(url)
         self.url = url
         self.what = f"etcd {redact_url(url)}"
         self.total = total
+        session = requests.Session()
+        if ca is not None:
+            session.verify = str(ca)
+            # requests lets $REQUESTS_CA_BUNDLE win over a session's own CA; this one is meant
+            session.trust_env = False
+        if cert is not None and key is not None:
+            session.cert = (str(cert), str(key))
         self._client = etcd3gw.Etcd3Client(
             host=parts.hostname or "", port=parts.port or DEFAULT_PORT,
-            protocol=parts.scheme or "http", timeout=(min(deadline.CONNECT, total), total))
+            protocol=parts.scheme or "http", timeout=(min(deadline.CONNECT, total), total),
+            session=session)
+
+    @classmethod
+    def of(cls, settings: EtcdSettings) -> "Etcd":
+        """The etcd of an environment's `etcd = {...}`, with its TLS files."""
+        return cls(settings.url, ca=settings.ca, cert=settings.cert, key=settings.key)
 
     def __enter__(self) -> "Etcd":
         return self

@@ -96,7 +96,7 @@ class EtcdLockStore:
         self.node = NODE
         self.env, self.service = env, service
         self.key = lock_key(env, service)
-        self.etcd = etcd or Etcd(settings.url)
+        self.etcd = etcd or Etcd.of(settings)
 
     def __repr__(self) -> str:
         return f"EtcdLockStore({self.etcd.what}, {self.key.decode()})"

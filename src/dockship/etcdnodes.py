@@ -40,7 +40,7 @@ def etcd_nodes(env: Environment, role: str | None) -> tuple[Node, ...]:
     """The nodes registered for `env` that run `role`, sorted by name."""
     settings = env.etcd
     assert settings is not None
-    with Etcd(settings.url) as etcd:
+    with Etcd.of(settings) as etcd:
         entries = etcd.get_prefix(key_prefix(settings.prefix))
     nodes = parse_entries(((e.key, e.value) for e in entries), settings,
                           setting=f"environments.{env.name}.etcd",

@@ -60,9 +60,10 @@ def info() -> EtcdInfo:
 
 
 def etcd_argv(program: str, data_dir: Path, *, host: str = HOST, port: int = PORT,
-              peer_port: int = PEER_PORT, name: str = MEMBER) -> list[str]:
-    """One etcd member listening on `host`: clients on `port`, its (unused) peer port beside."""
-    client = f"http://{host}:{port}"
+              peer_port: int = PEER_PORT, name: str = MEMBER, scheme: str = "http") -> list[str]:
+    """One etcd member listening on `host`: clients on `port`, its (unused) peer port beside.
+    With scheme "https" the caller adds the certificate flags (--cert-file ...)."""
+    client = f"{scheme}://{host}:{port}"
     peer = f"http://{host}:{peer_port}"
     return [program, "--name", name, "--data-dir", str(data_dir),
             "--listen-client-urls", client, "--advertise-client-urls", client,

@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -41,18 +41,24 @@ def _etcd_program() -> str:
     return found
 
 
-def start(tmp: os.PathLike) -> tuple[subprocess.Popen, str]:
-    """A started etcd member in `tmp` and its client URL (it answers when this returns)."""
+def start(tmp: os.PathLike, *, tls: Sequence[str] = (),
+          ready: Callable[[str], bool] | None = None) -> tuple[subprocess.Popen, str]:
+    """A started etcd member in `tmp` and its client URL (it answers when this returns).
+
+    `tls`: etcd's certificate flags (--cert-file ...): it then serves https, and `ready(url)`
+    says when it answers (the caller holds the client files)."""
     program = _etcd_program()
     port, peer = _free_port(), _free_port()
     log = open(os.path.join(tmp, "etcd.log"), "wb")
-    proc = subprocess.Popen(etcd_argv(program, os.path.join(tmp, "data"), port=port,
-                                      peer_port=peer, name="unit"),
+    scheme = "https" if tls else "http"
+    proc = subprocess.Popen([*etcd_argv(program, os.path.join(tmp, "data"), port=port,
+                                        peer_port=peer, name="unit", scheme=scheme), *tls],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.close()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
+    ready = ready or (lambda u: answers(u, timeout=1))
     deadline = time.monotonic() + 30
-    while not answers(url, timeout=1):
+    while not ready(url):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"etcd did not start: {open(os.path.join(tmp, 'etcd.log')).read()[-500:]}")
