@@ -66,15 +66,20 @@ def start(tmp: os.PathLike, *, tls: Sequence[str] = (),
     return proc, url
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a started etcd: SIGTERM, then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def etcd_url(tmp_path_factory) -> Iterator[str]:
     proc, url = start(tmp_path_factory.mktemp("etcd"))
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

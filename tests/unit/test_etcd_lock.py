@@ -214,8 +214,7 @@ def test_an_etcd_that_stops_answering_is_a_failed_renewal_then_a_lost_lease(tmp_
         assert f"etcd {url} did not answer" in lost[0]
         assert dl.release() == ["etcd"]               # never raises; says where it failed
     finally:
-        proc.kill()
-        proc.wait()
+        etcdkit.stop(proc)
 
 
 def test_an_unreachable_etcd_fails_the_take_with_one_line_naming_it(service):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,12 +67,7 @@ def tls_etcd(tmp_path_factory):
     try:
         yield url, files.ca_cert, cert, key
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        etcdkit.stop(proc)
 
 
 def test_with_the_ca_and_a_client_certificate_etcd_answers(tls_etcd):
