@@ -15,6 +15,7 @@ APT_PACKAGES=(
   openssh-server     # sshd on every lab node
   goiardi            # the lab Chef server
   haproxy            # the lab load balancer (drained through its runtime API)
+  etcd-server        # the lab's etcd (node discovery, the etcd deploy lease) and etcd tests
   iproute2           # network namespaces and veths for the lab nodes
   iptables           # the bridge accept rule between lab nodes
   apache2-utils      # htpasswd for the lab's authenticated registry

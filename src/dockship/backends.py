@@ -5,14 +5,16 @@ verbs), `LockStore` (a lease's four) and a ledger (prepare, append). A
 backend hands out those three for one service of one environment:
 
 - `EngineBackend`: every node's own Docker engine (over SSH, TLS or a
-  socket), one connection each (fleet.Fleet); the lock and the history
-  live on every node.
+  socket), one connection each (fleet.Fleet); the history lives on every
+  node, and so does the lock, except in an environment found in etcd,
+  where it is one etcd lease (etcdlock.py) standing for every node.
 - `SwarmBackend`: one Swarm manager for all nodes (swarm.SwarmFleet); the
   lock and the history are Swarm configs.
 
 The lock's stores are named for what they hold: a node for the engine
-backend, the whole swarm for the other; `covers(store)` says which nodes a
-store's lock stands for, so a roll prepares and records the right nodes.
+backend (or "etcd"), the whole swarm for the other; `covers(store)` says
+which nodes a store's lock stands for, so a roll prepares and records the
+right nodes.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from dockship import history
+from dockship import history, parallel
 from dockship.config import DEFAULT_PARALLEL, Environment, Node, Service
 from dockship.credentials import Credentials
 from dockship.fleet import Fleet
 from dockship.inventory import nodes_for
-from dockship.lock import LockStore, docker_stores
+from dockship.etcdlock import lock_stores
+from dockship.lock import LockStore
 from dockship.nodeops import DockerNode, NodeOps
 from dockship.nodestate import NodeState
 from dockship.swarm import SwarmFleet
@@ -103,29 +106,49 @@ class EngineBackend:
         return {e.name: DockerNode(e, self.service, credentials=credentials) for e in self.fleet}
 
     def lock_stores(self) -> Sequence[LockStore]:
-        return docker_stores([(e.name, e.client) for e in self.fleet], self.env.name,
-                             self.service.name)
+        # Each engine is opened when its store is first used: `lock status` reports a node
+        # that does not answer as that node's row.
+        return lock_stores(self.env, [(e.name, _OnFirstUse(e)) for e in self.fleet],
+                           self.service.name)
 
     def covers(self, store: str) -> list[str]:
-        return [store]
+        return [n.name for n in self.nodes] if self.env.etcd is not None else [store]
+
+    def ledger(self) -> Ledger:
+        return _EngineLedger(history.Ledger(self.env.name, self.service.name), self)
 
     def notes(self) -> list[str]:
         return []
 
-    def ledger(self) -> Ledger:
-        return _EngineLedger(history.Ledger(self.env.name, self.service.name),
-                             {e.name: e.client for e in self.fleet})
+
+class _OnFirstUse:
+    """A node's Docker client, connected when first used."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine.client, name)
 
 
 class _EngineLedger:
-    def __init__(self, ledger: history.Ledger, clients: dict):
-        self._ledger, self._clients = ledger, clients
+    """History on every node a lock store stands for, those nodes at once."""
+
+    def __init__(self, ledger: history.Ledger, backend: EngineBackend):
+        self._ledger, self._backend = ledger, backend
+
+    def _each(self, store: str, fn) -> None:
+        fleet = self._backend.fleet
+        nodes = [fleet.by_name(n) for n in self._backend.covers(store)]
+        errors = [exc for _, _, exc in parallel.each(nodes, fn, limit=fleet.parallel) if exc]
+        if errors:
+            raise errors[0]
 
     def prepare(self, store: str) -> None:
-        self._ledger.prepare_node(store, self._clients[store])
+        self._each(store, lambda e: self._ledger.prepare_node(e.name, e.client))
 
     def append(self, store: str, rec: history.HistoryRecord) -> None:
-        self._ledger.append(store, self._clients[store], rec)
+        self._each(store, lambda e: self._ledger.append(e.name, e.client, rec))
 
 
 class SwarmBackend:

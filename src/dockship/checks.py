@@ -24,7 +24,8 @@ __all__ = ["NAME_RE", "SERVICE_NAME_RE", "ENV_VAR_RE", "shown", "control_problem
            "name_problem", "service_name_problem", "env_var_problem", "number_problem",
            "port_problem", "host_problem", "url_problem", "docker_endpoint_problem",
            "ssh_user_problem", "health_path_problem", "registry_problem", "image_problem",
-           "image_reference_problem", "version_problem", "tag_problem", "package_problem"]
+           "image_reference_problem", "version_problem", "tag_problem", "package_problem",
+           "etcd_url_problem", "etcd_prefix_problem"]
 
 #: Environments, nodes, zones, roles (design §8): safe in a terminal, a Chef query, a label.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -198,6 +199,40 @@ def url_problem(url: object, schemes: tuple[str, ...] = ("http", "https")) -> st
     return _netloc_problem(parts, url, form)
 
 
+def etcd_url_problem(url: object) -> str | None:
+    """An etcd member's client URL: http(s)://host[:port] and nothing more (etcd's gateway
+    serves its API at fixed paths). No user or password: dockship does not log in to etcd,
+    so credentials there would only end up in places they should not."""
+    form = "http://host[:port] or https://host[:port], e.g. http://127.0.0.1:2379"
+    if problem := url_problem(url, ("http", "https")):
+        return problem
+    assert isinstance(url, str)
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        return (f"{_masked(url)} holds a user or password; dockship does not log in to etcd, "
+                f"use {form} (and let the network or a TLS proxy guard it)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{shown(url)} must be only {form}, without a path"
+    return None
+
+
+def etcd_prefix_problem(value: object) -> str | None:
+    """A key prefix in etcd: '/' then printable text without whitespace, e.g. /dockship/nodes/stage."""
+    expected = "a key prefix starting with '/', e.g. \"/dockship/nodes/stage\""
+    return _slash_text_problem(value, expected, 1024, f"expected {expected}")
+
+
+def _slash_text_problem(value: object, expected: str, limit: int, fix: str) -> str | None:
+    """A string starting with '/', at most `limit` long, without whitespace or control character."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return f"must be {expected}, got {shown(value)}"
+    if len(value) > limit:
+        return f"{shown(value)} is longer than {limit} characters"
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return f"{shown(value)} holds whitespace or a control character; {fix}"
+    return None
+
+
 def ssh_user_problem(value: object) -> str | None:
     """An SSH login name: letters, digits, '.', '_', '-', not starting with '-' (ssh would read an option)."""
     return _pattern_problem(value, _SSH_USER_RE, "a user name is letters, digits, '.', '_' or '-', "
@@ -239,13 +274,8 @@ def docker_endpoint_problem(url: object) -> str | None:
 
 def health_path_problem(value: object) -> str | None:
     """An HTTP path: starts with '/', no whitespace or control character (no header injection)."""
-    if not isinstance(value, str) or not value.startswith("/"):
-        return f"must be a path starting with '/', e.g. \"/health\", got {shown(value)}"
-    if len(value) > 2048:
-        return f"{shown(value)} is longer than 2048 characters"
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        return f"{shown(value)} holds whitespace or a control character; percent-encode it (%20)"
-    return None
+    return _slash_text_problem(value, "a path starting with '/', e.g. \"/health\"", 2048,
+                               "percent-encode it (%20)")
 
 
 def registry_problem(value: object) -> str | None:

@@ -47,13 +47,15 @@ DEFAULT_CONFIG = "dockship.toml"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_PARALLEL = 16                   # node engines talked to at once: one round for most fleets
 DEFAULT_LOCK_TTL = 1800.0     # seconds a deploy lock outlives its last renewal (design §9)
-NODE_SOURCES = ("nodes", "chef", "swarm")   # an environment has exactly one
+NODE_SOURCES = ("nodes", "chef", "etcd", "swarm")   # an environment has exactly one
 HOOK_NAMES = ("pre_roll", "pre_node", "post_node", "post_roll", "on_failure")
 BUILD_HOOK_NAMES = ("pre_build", "post_build")     # in [build.hooks]: a build has no environment
 HOUR = 3600.0                 # the upper bound of every timeout and window, in seconds
 DAY = 86400.0
 MAX_NODES = 10_000            # bound of counts of nodes (canary, batch)
 MAX_ENV_VALUE = 32_768        # characters in one services.X.env value
+DEFAULT_ETCD_PREFIX = "/dockship/nodes/{env}"
+DEFAULT_NODE_DOCKER = "ssh://root@{address}"    # how a node found by Chef or etcd is reached
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ class ChefSettings:
     client: str
     key: Path
     environment: str
-    docker: str = "ssh://root@{address}"
+    docker: str = DEFAULT_NODE_DOCKER
     sign_version: str = "1.3"
     attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(
         {"address": "ipaddress", "zone": "zone"}))
@@ -183,6 +185,19 @@ class SwarmSettings:
     """
 
     manager: str          # a Docker endpoint, like a node's `docker`: ssh://, tcp:// or unix://
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    """`etcd = { url, prefix, docker }`: nodes registered in etcd, one JSON value per key under
+    `prefix` (design §13). With it, the deploy lock is an etcd lease (etcdlock.py)."""
+
+    url: str                          # http(s)://host[:port] of an etcd member (its v3 gateway)
+    prefix: str                       # keys of the environment's nodes: {prefix}/anything
+    docker: str = DEFAULT_NODE_DOCKER  # a node's engine when its entry has no "docker"
+    ca: Path | None = None            # https: the CA etcd's certificate is checked against
+    cert: Path | None = None          # https: a client certificate (etcd --client-cert-auth)
+    key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +302,7 @@ class Environment:
     services: Mapping[str, Service] = field(default_factory=lambda: MappingProxyType({}))
     notify: NotifySettings = NotifySettings()
     swarm: SwarmSettings | None = None
+    etcd: EtcdSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -344,6 +360,13 @@ class Config:
                              f"{_did_you_mean(name, self.environments)}; environments in "
                              f"{printable(str(self.path or 'the config'))}: "
                              f"{', '.join(sorted(self.environments)) or 'none'}") from None
+
+
+def node_endpoint(template: str, name: str, address: str) -> str:
+    """The engine of a node found by Chef or etcd: `template` with {address} and {name} filled
+    (an IPv6 address in brackets, as a URL wants it)."""
+    host = f"[{address}]" if ":" in address else address
+    return template.replace("{address}", host).replace("{name}", name)
 
 
 def normalize_name(name: str) -> str:
@@ -561,7 +584,7 @@ def _shared_node(env: Environment, a: Service, b: Service) -> str | None:
         both = [n.name for n in env.nodes if n.runs(a.role) and n.runs(b.role)]
         return f"node {both[0]}" if both else None
     if a.role is None or b.role is None or a.role == b.role:
-        return "Chef finds the same nodes for both roles"
+        return f"{'Chef' if env.chef is not None else 'etcd'} finds the same nodes for both roles"
     return None
 
 
@@ -623,12 +646,9 @@ def _environment(t: _Table, services: Mapping[str, Service],
     chef = _chef(chef_t, name) if t.has("chef") else None
     swarm_t = t.table("swarm")
     swarm = _swarm(swarm_t) if t.has("swarm") else None
-    sources = [k for k in NODE_SOURCES if t.has(k)]
-    if not sources:
-        t.error(None, "needs a source of nodes: `nodes = [...]`, `chef = { url = ..., client = "
-                "..., key = ... }` or `swarm = { manager = ... }`")
-    if len(sources) > 1:
-        t.error(None, f"has {' and '.join(f'`{k}`' for k in sources)}; keep one source of nodes")
+    etcd_t = t.table("etcd")
+    etcd = _etcd(etcd_t, name) if t.has("etcd") else None
+    _one_source(t)
     ssh = _ssh(t.table("ssh"))
     tls = _tls(t.table("tls"))
     allow_plain_tcp = t.boolean("allow_plain_tcp", False)
@@ -637,6 +657,8 @@ def _environment(t: _Table, services: Mapping[str, Service],
         endpoints.append((chef_t.where("docker"), chef.docker))
     if swarm is not None:
         endpoints.append((swarm_t.where("manager"), swarm.manager))
+    if etcd is not None:
+        endpoints.append((etcd_t.where("docker"), etcd.docker))
     _transport(t, endpoints, tls, allow_plain_tcp)
     hooks_t = t.table("hooks")
     for k in BUILD_HOOK_NAMES:
@@ -649,7 +671,17 @@ def _environment(t: _Table, services: Mapping[str, Service],
                        balancer=_balancer(t.table("balancer")) if t.has("balancer") else None,
                        allow_plain_tcp=allow_plain_tcp, secrets_file=t.path("secrets_file"),
                        services=MappingProxyType(_overrides(t.table("services"), services)),
-                       notify=_notify(t.table("notify"), notify), swarm=swarm)
+                       notify=_notify(t.table("notify"), notify), swarm=swarm, etcd=etcd)
+
+
+def _one_source(t: _Table) -> None:
+    """An environment's nodes come from exactly one place: a list, Chef, etcd or a swarm."""
+    given = [k for k in NODE_SOURCES if t.has(k)]
+    if not given:
+        t.error(None, "needs a source of nodes: `nodes = [...]`, `chef = { url = ..., client = "
+                "..., key = ... }`, `etcd = { url = ... }` or `swarm = { manager = ... }`")
+    elif len(given) > 1:
+        t.error(None, f"has {' and '.join(f'`{k}`' for k in given)}; keep one source of nodes")
 
 
 def _notify(t: _Table, base: NotifySettings) -> NotifySettings:
@@ -877,7 +909,7 @@ def _chef(t: _Table, env_name: str) -> ChefSettings | None:
     client = t.name("client", required=True)
     key = t.path("key", required=True, must_exist=True)
     environment = t.name("environment") or env_name
-    docker = t.value("docker", _chef_docker_problem, default="ssh://root@{address}")
+    docker = t.value("docker", _node_docker_problem, default=DEFAULT_NODE_DOCKER)
     sign = _sign_version(t)
     attrs_t = t.table("attributes")
     attrs = {k: v for k in ("name", "address", "zone")
@@ -895,7 +927,27 @@ def _swarm(t: _Table) -> SwarmSettings | None:
     return SwarmSettings(manager=manager) if manager else None
 
 
-def _chef_docker_problem(value: Any) -> str | None:
+def _etcd(t: _Table, env_name: str) -> EtcdSettings | None:
+    url = t.value("url", checks.etcd_url_problem, required=True)
+    prefix = t.value("prefix", checks.etcd_prefix_problem,
+                     default=DEFAULT_ETCD_PREFIX.format(env=env_name))
+    docker = t.value("docker", _node_docker_problem, default=DEFAULT_NODE_DOCKER)
+    ca, cert, key = (t.path(k, must_exist=True) for k in ("ca", "cert", "key"))
+    if t.has("cert") != t.has("key"):
+        missing, given = ("key", "cert") if t.has("cert") else ("cert", "key")
+        t.error(missing, f"missing: etcd.{given} is given, and a client certificate needs both "
+                "cert and key (or neither)")
+    tls_keys = [k for k in ("ca", "cert", "key") if t.has(k)]
+    if url is not None and tls_keys and not url.startswith("https://"):
+        t.error(tls_keys[0], f"is for TLS, and url {checks.shown(url)} is http://; use https:// "
+                "or drop the TLS keys")
+    if url is None:
+        return None
+    return EtcdSettings(url=url.rstrip("/"), prefix=prefix.rstrip("/") or "/", docker=docker,
+                        ca=ca, cert=cert, key=key)
+
+
+def _node_docker_problem(value: Any) -> str | None:
     """The endpoint template of found nodes: a Docker endpoint once {address}/{name} are filled."""
     if not isinstance(value, str) or ("{address}" not in value and "{name}" not in value):
         return (f"{checks.shown(value)} must contain {{address}} or {{name}}, "

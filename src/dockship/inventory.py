@@ -1,7 +1,8 @@
-"""Which nodes run a service in an environment: a static list, or a Chef search.
+"""Which nodes run a service in an environment: a static list, a Chef search, or etcd.
 
 Either way the answer is a tuple of `Node` records in a stable order (config
-order for lists, name order for Chef), resolved before anything is touched.
+order for lists, name order for Chef and etcd), resolved before anything is
+touched. etcd's entries are read and checked in `etcdnodes`.
 What a Chef server says about its nodes is checked like configuration
 (design §8): a name, an address that is an IP address or host name and
 nothing else, a zone; one bad node refuses the whole answer, naming it.
@@ -14,8 +15,10 @@ from typing import Any
 
 from dockship import checks
 from dockship.chef import ChefClient
-from dockship.config import ChefSettings, Environment, Node, Service
+from dockship.config import ChefSettings, Environment, Node, Service, node_endpoint
+from dockship.etcdnodes import etcd_nodes
 from dockship.errors import ConfigError, UsageError, printable
+from dockship.redact import redact_url
 
 
 def nodes_for(env: Environment, service: Service) -> tuple[Node, ...]:
@@ -29,6 +32,10 @@ def nodes_for(env: Environment, service: Service) -> tuple[Node, ...]:
         nodes = chef_nodes(env.chef, env.name, service.role, setting=f"environments.{env.name}.chef")
         where = (f"Chef search 'role:{service.role} AND chef_environment:{env.chef.environment}'"
                  if service.role else f"Chef search 'chef_environment:{env.chef.environment}'")
+    elif env.etcd is not None:
+        nodes = etcd_nodes(env, service.role)
+        where = f"etcd {redact_url(env.etcd.url)} under {env.etcd.prefix}" + (
+            f" with role '{service.role}'" if service.role else "")
     else:
         nodes = tuple(n for n in env.nodes or () if n.runs(service.role))
         where = f"environments.{env.name}.nodes" + (f" with role '{service.role}'" if service.role else "")
@@ -78,8 +85,7 @@ def chef_node(row: Mapping[str, Any], chef: ChefSettings, role: str | None, *,
     if zone is not None and (problem := checks.name_problem(zone)):
         raise ConfigError(f"{setting}.attributes.zone: Chef node {shown}: zone {problem}; "
                           f"fix the node's '{chef.attributes.get('zone')}' attribute on {server}")
-    host = f"[{address}]" if ":" in address else address    # an IPv6 address in a URL
-    docker = chef.docker.replace("{address}", host).replace("{name}", name)
+    docker = node_endpoint(chef.docker, name, address)
     if problem := checks.docker_endpoint_problem(docker):
         raise ConfigError(f"{setting}.docker: for Chef node {shown}: {problem}")
     return Node(name=name, docker=docker, zone=zone, roles=(role,) if role else (),

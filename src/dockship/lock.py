@@ -48,7 +48,7 @@ import docker.errors
 
 from dockship import labels, parallel, stateimage
 from dockship.config import DEFAULT_LOCK_TTL, DEFAULT_PARALLEL
-from dockship.errors import DockshipError, LockHeld
+from dockship.errors import DockshipError, LockHeld, last_line
 from dockship.failures import engine_failure
 from dockship.halt import Halt, Halted
 from dockship.polling import poll
@@ -121,6 +121,7 @@ class Found:
     info: LockInfo | None     # None: labels unreadable (not made by this dockship, or damaged)
     idle: float = 0.0         # seconds since its last renewal, by the node engine's clock
     problem: str = ""
+    advice: str = ""          # how to remove an unreadable lock, where it is no container
 
     @property
     def expired(self) -> bool:
@@ -241,6 +242,9 @@ def read_lock(client: docker.DockerClient, env: str, service: str) -> Found | No
 
 def _unreadable_message(env: str, service: str, node: str | None, found: Found) -> str:
     where = f" on node {node}" if node else ""
+    if found.advice:
+        return (f"environment {env!r} service {service!r} is locked{where} by something that is "
+                f"not a dockship lock ({found.problem}); {found.advice}")
     return (f"environment {env!r} service {service!r} is locked{where} by container "
             f"{lock_name(env, service)} ({found.container_id[:12]}) whose labels are not a "
             f"dockship lock ({found.problem}); if no deployment is running, remove it with "
@@ -286,6 +290,7 @@ class DeployLock:
         self.wait, self.poll_every = float(wait), float(poll_every)
         self.parallel = max(1, parallel_limit)
         self.held: dict[str, str] = {}             # node -> container id of our lock
+        self.renew_failure = ""                    # why the last renewal failed somewhere
         self._touched: set[str] = set()            # nodes where a create may have happened
 
     @property
@@ -423,6 +428,8 @@ class DeployLock:
         for node, _, exc in parallel.each(sorted(self.held), one, limit=self.parallel):
             if exc is not None:
                 failed.append(node)
+                # a store that speaks for itself (etcd) says why; an engine's error would not
+                self.renew_failure = last_line(exc) if isinstance(exc, DockshipError) else ""
         if lost:
             for node in lost:
                 self.held.pop(node, None)
@@ -523,7 +530,7 @@ class LeaseKeeper:
         except Exception as exc:  # noqa: BLE001 - counts as a failed renewal everywhere
             failed, detail = list(self._renewed), str(exc)
         else:
-            detail = "its engine did not answer"
+            detail = self.lock.renew_failure or "its engine did not answer"
         now = self.clock()
         for node in self._renewed:
             if node not in failed:

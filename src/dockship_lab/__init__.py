@@ -2,9 +2,10 @@
 
 `up()` brings up, idempotently, a build engine (started only if none
 answers), the lab network, a CA and TLS registries, a package index, a
-Python base image, N node engines reachable over SSH, and a Chef server,
-then writes a ready `dockship.toml`; with `swarm=True` the node engines
-also form one Docker Swarm (`dockship_lab.swarm`). What runs and is healthy is reused;
+Python base image, N node engines reachable over SSH, a Chef server and an
+etcd where the nodes are registered, then writes a ready `dockship.toml`; with
+`swarm=True` the node engines also form one Docker Swarm (`dockship_lab.swarm`).
+What runs and is healthy is reused;
 what is half there (a crashed daemon, a stale pid file, a lost key) is
 repaired. `status()` probes every component, so a crashed one shows as down.
 `down()` removes everything the lab made except the base image cache and a
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 
 from dockship.errors import UsageError
-from dockship_lab import balancer, bastion, chefserver, labconfig, pypi
+from dockship_lab import balancer, bastion, chefserver, etcdserver, labconfig, pypi
 from dockship_lab import nodes as lab_nodes_mod
 from dockship_lab import swarm as swarm_mod
 from dockship_lab.baseimage import (base_image_in_registry, base_image_ref, ensure_base_image,
@@ -58,7 +59,7 @@ __all__ = ["LabError", "LabPaths", "LabStatus", "NodeStatus", "Progress", "comma
 Progress = Callable[[str, str], None]
 
 STEPS = ("lock", "engine", "network", "tls", "registry", "index", "base-image", "nodes", "bastion",
-         "chef", "balancer", "swarm", "config")
+         "chef", "etcd", "balancer", "swarm", "config")
 
 
 # --- status records ----------------------------------------------------------
@@ -108,6 +109,7 @@ class Components:
     chef: bool          # goiardi accepts the lab's client key
     config: bool
     balancer: bool = False  # HAProxy answers on its runtime API and listens on its frontend
+    etcd: bool = False      # the lab's etcd runs and answers
 
     @property
     def all_up(self) -> bool:
@@ -132,6 +134,7 @@ class LabStatus:
     bastion: bastion.BastionInfo | None = None
     swarm: swarm_mod.SwarmInfo | None = None                # the lab nodes form a swarm
     swarm_balancer: balancer.BalancerInfo | None = None     # HAProxy for labswarm's `hello`
+    etcd: etcdserver.EtcdInfo = etcdserver.info()
 
     @property
     def ok(self) -> bool:
@@ -154,6 +157,7 @@ class LabStatus:
             "balancer": self.balancer.to_json() if self.balancer else None,
             "bastion": asdict(self.bastion) if self.bastion else None,
             "swarm": self._swarm_json(),
+            "etcd": asdict(self.etcd),
             "up": {**asdict(self.up), "all": self.up.all_up},
         }
 
@@ -262,6 +266,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         chef=chefserver.chef_answers(paths),
         config=labconfig.config_path(paths).exists(),
         balancer=balancer.lab_balancer_answers(paths),
+        etcd=etcdserver.etcd_answers(paths),
     )
     return LabStatus(
         index_url=pypi.INDEX_URL,
@@ -282,6 +287,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         swarm=swarm,
         swarm_balancer=(balancer.swarm_balancer_info(paths)
                         if swarm is not None and balancer.swarm_balancer_answers(paths) else None),
+        etcd=etcdserver.info(),
     )
 
 
@@ -395,6 +401,11 @@ def _up_services(paths: LabPaths, count: int, report: Progress, rootfs: _Backgro
     report("chef", f"{'started and registered' if restarted_chef else 'running; updated'} "
                    f"{len(lab_nodes)} node(s)")
 
+    report("etcd", f"{etcdserver.URL}, nodes under {etcdserver.PREFIX}")
+    started_etcd = etcdserver.etcd_up(paths, lab_nodes)
+    report("etcd", f"{'started' if started_etcd else 'running'}; registered "
+                   f"{len(lab_nodes)} node(s)")
+
     lb = balancer.lab_balancer_info(paths)
     report("balancer", f"HAProxy {lb.frontend_url} -> backend {lb.backend} on the nodes' "
                        f"port {balancer.SERVICE_PORT}, runtime API {lb.socket}")
@@ -459,6 +470,8 @@ def _config_values(paths: LabPaths, tls: LabTLS, lab_nodes: list[Any],
         swarm_publish=balancer.SWARM_SERVICE_PORT,
         swarm_balancer_socket=Path(swarm_lb.socket) if swarm is not None else None,
         swarm_balancer_url=swarm_lb.frontend_url if swarm is not None else None,
+        etcd_url=etcdserver.URL,
+        etcd_prefix=etcdserver.PREFIX,
     )
 
 
@@ -488,6 +501,7 @@ def down(paths: LabPaths | None = None, progress: Progress | None = None) -> Non
         attempt("swarm", "every node leaves its swarm",
                 lambda: swarm_mod.leave(existing_nodes(paths)))
         attempt("chef", "stopping goiardi", lambda: chefserver.chef_down(paths))
+        attempt("etcd", "stopping etcd", lambda: etcdserver.etcd_down(paths))
         attempt("index", "stopping pypiserver", lambda: pypi.index_down(paths))
         attempt("registry", "stopping the registries", lambda: registries_down(paths))
         attempt("bastion", "removing the bastion", lambda: bastion.bastion_down(paths))

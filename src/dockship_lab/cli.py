@@ -58,6 +58,8 @@ def _print(err: Console, data: dict[str, Any], as_json: bool) -> None:
     err.print(f"registry  {data.get('registry')}")
     err.print(f"base      {data.get('base_image')}")
     err.print(f"chef      {(data.get('chef') or {}).get('url')}")
+    if data.get("etcd"):
+        err.print(f"etcd      {data['etcd'].get('url')}  (nodes under {data['etcd'].get('prefix')})")
     if data.get("balancer"):
         err.print(f"balancer  {data['balancer'].get('url')}  (HAProxy, runtime API {data['balancer'].get('socket')})")
     for node in data.get("nodes", []):

@@ -1,10 +1,10 @@
 """The ready `dockship.toml` for the lab (design §3), written by `lab up`.
 
 Environment `lab` lists the nodes; environment `lab-chef` finds the same
-nodes through the lab's Chef server. Environment `labswarm` is written only
-while the lab nodes form a swarm (`lab up --swarm`): it has no node list, its
-nodes are the swarm's, and an engine that is in no swarm would only fail its
-rolls. Its Swarm tasks share the node engines with `lab`'s containers, so its
+nodes through the lab's Chef server, and `labetcd` in the lab's etcd. Environment
+`labswarm` is written only while the lab nodes form a swarm (`lab up --swarm`): it has
+no node list, its nodes are the swarm's, and an engine that is in no swarm would only
+fail its rolls. Its Swarm tasks share the node engines with `lab`'s containers, so its
 `hello` publishes port 8001 instead of 8000. The file is written from plain data by
 `dockship.configfile`, the one config writer.
 """
@@ -45,6 +45,8 @@ class LabConfigValues:
     chef_key: Path
     chef_environment: str
     chef_docker: str = "ssh://root@{address}"
+    etcd_url: str | None = None             # the lab's etcd, where the nodes are registered
+    etcd_prefix: str | None = None
     balancer_socket: Path | None = None     # the lab HAProxy's runtime API
     balancer_url: str | None = None
     swarm_manager: str | None = None        # ssh://root@ADDRESS: the lab nodes form a swarm
@@ -79,6 +81,10 @@ def data(v: LabConfigValues) -> dict[str, Any]:
     }
     if v.swarm_manager is not None:
         environments["labswarm"] = _labswarm(v, ssh, rollout)
+    if v.etcd_url is not None:
+        # the nodes of `lab` as etcd lists them; ssh, rollout and balancer as `lab`
+        environments["labetcd"] = {"etcd": {"url": v.etcd_url, "prefix": v.etcd_prefix},
+                                   **{k: value for k, value in lab.items() if k != "nodes"}}
     return {
         "index": {"url": v.index_url},
         "registry": {"url": v.registry},
@@ -113,6 +119,11 @@ def _labswarm(v: LabConfigValues, ssh: dict[str, Any], rollout: dict[str, Any]) 
 
 def comment(v: LabConfigValues, path: Path) -> str:
     """The file's opening comment: how to use it, and what each table is."""
+    etcd_line = f"\n  etcd           {v.etcd_url}" if v.etcd_url is not None else ""
+    etcd = (f"\n[environments.labetcd]  the same nodes registered in the lab's etcd ({v.etcd_url}),\n"
+            f"                   one JSON value per key under {v.etcd_prefix}; the deploy lock is an\n"
+            "                   etcd lease; ssh, rollout and balancer as in `lab`"
+            if v.etcd_url is not None else "")
     balancer = (f"; the lab's HAProxy ({v.balancer_url}) balances\n"
                 "                   the nodes: each is drained there before its container stops"
                 if v.balancer_socket is not None else "")
@@ -131,7 +142,7 @@ Lab services this file points at:
   package index  {v.index_url}  (upload with: twine upload --repository-url {v.index_upload_url} dist/*)
   registry       {v.registry}  (TLS by the lab CA {v.ca_bundle}, no auth)
   registry+auth  {v.registry_auth}  (user "dockship", password in {v.registry_password_file})
-  Chef server    {v.chef_url}
+  Chef server    {v.chef_url}{etcd_line}
 
 [index]            the PEP 503 simple index (pypiserver) the service packages are installed from
 [registry]         images are pushed and pulled as {{registry}}/{{image}}:{{tag}}; the build engine
@@ -145,7 +156,7 @@ Lab services this file points at:
                    the first node alone, then one at a time, every updated node put back on a
                    failure{balancer}
 [environments.lab-chef]  the same nodes found in the lab's Chef server (goiardi):
-                   role:web AND chef_environment:lab, address from automatic.ipaddress{swarm}"""
+                   role:web AND chef_environment:lab, address from automatic.ipaddress{etcd}{swarm}"""
 
 
 def write_config(paths: LabPaths, values: LabConfigValues) -> Path:

@@ -12,6 +12,7 @@ The first tests need no servers: the generated config and the TLS files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ import requests
 import dockship_lab as lab
 from dockship import config as config_mod
 from dockship.chef import ChefClient
-from dockship_lab import chefserver, labconfig, pypi, registry, tls
+from dockship_lab import chefserver, etcdserver, labconfig, pypi, registry, tls
 from dockship_lab.baseimage import base_image_ref, tarball_path
 from dockship_lab.engine import lab_pid
 from dockship_lab.network import link_exists
@@ -49,7 +50,8 @@ def timed(name: str, fn):
 # --- without servers -----------------------------------------------------------
 
 def _values(tmp: Path) -> labconfig.LabConfigValues:
-    return config_values(tmp, ca_bundle=tmp / 'ca "quoted".crt')
+    return config_values(tmp, ca_bundle=tmp / 'ca "quoted".crt', etcd_url="http://127.0.0.1:2379",
+                         etcd_prefix="/dockship/nodes/labetcd")
 
 
 def test_generated_config_is_valid_toml_and_a_valid_dockship_config(tmp_path):
@@ -68,6 +70,31 @@ def test_generated_config_is_valid_toml_and_a_valid_dockship_config(tmp_path):
     assert (hello.package, hello.image, hello.port, hello.role, hello.health.path) == \
         ("hello-svc", "hello", 8000, "web", "/health")
     assert cfg.build.base_image.endswith("/dockship-lab/python:3-bookworm")
+
+
+def test_labetcd_finds_its_nodes_in_etcd_and_rolls_as_lab_does(tmp_path):
+    paths = LabPaths(root=tmp_path, run=tmp_path / "run", cache=tmp_path / "cache", subnet="10.77.0")
+    values = dataclasses.replace(_values(tmp_path), balancer_socket=tmp_path / "haproxy.sock")
+    cfg = config_mod.load(labconfig.write_config(paths, values))
+    lab_env, etcd_env = cfg.environment("lab"), cfg.environment("labetcd")
+    assert etcd_env.etcd == config_mod.EtcdSettings(url="http://127.0.0.1:2379",
+                                                    prefix="/dockship/nodes/labetcd")
+    assert etcd_env.nodes is None and etcd_env.chef is None
+    assert (etcd_env.ssh, etcd_env.rollout) == (lab_env.ssh, lab_env.rollout)
+    assert dataclasses.replace(etcd_env.balancer, at="") == dataclasses.replace(lab_env.balancer, at="")
+    assert "[environments.labetcd]" in labconfig.config_path(paths).read_text()
+
+
+def test_the_etcd_entry_of_a_node_says_what_environment_lab_says_of_it(tmp_path):
+    from dockship.etcdnodes import parse_entry
+
+    cfg = config_mod.load(labconfig.write_config(
+        LabPaths(root=tmp_path, run=tmp_path / "run", cache=tmp_path / "cache", subnet="10.77.0"),
+        _values(tmp_path)))
+    for node, listed in zip(_values(tmp_path).nodes, cfg.environment("lab").nodes):
+        value = json.dumps(etcdserver.node_entry(node)).encode()
+        found = parse_entry(b"/k", value, cfg.environment("labetcd").etcd, setting="labetcd")
+        assert found == listed
 
 
 def test_tls_reuses_the_ca_and_reissues_the_server_cert_for_a_new_address(tmp_path):
@@ -158,6 +185,7 @@ def test_up_brings_every_component_up(first_up, paths):
         assert node["docker"] == f"ssh://root@{node['address']}"
     assert set(doc["ssh"]) >= {"user", "key", "known_hosts"} and doc["ssh"]["user"] == "root"
     assert set(doc["chef"]) >= {"url", "client", "key", "environment"}
+    assert doc["etcd"] == {"url": "http://127.0.0.1:2379", "prefix": "/dockship/nodes/labetcd"}
     assert doc["registry"] == f"{paths.host_address}:5000"
     assert doc["index_url"] == "http://127.0.0.1:8081/simple/"
     assert doc["index_upload_url"] == "http://127.0.0.1:8081/"
@@ -182,6 +210,15 @@ def test_chef_finds_the_lab_nodes(first_up, paths):
     found = _chef_nodes(paths)
     assert [(n["name"], n["address"], n["zone"]) for n in found] == \
         [(n.name, n.address, n.zone) for n in first_up.nodes]
+
+
+@pytest.mark.lab
+def test_etcd_lists_the_lab_nodes_as_environment_lab_does(first_up):
+    from dockship.inventory import nodes_for
+
+    cfg = config_mod.load(Path(first_up.config))
+    hello = cfg.services["hello"]
+    assert nodes_for(cfg.environment("labetcd"), hello) == nodes_for(cfg.environment("lab"), hello)
 
 
 @pytest.mark.lab
@@ -210,7 +247,7 @@ def test_a_second_up_restarts_nothing_and_changes_nothing(first_up, paths):
 @pytest.mark.lab
 def test_up_repairs_killed_services(first_up, paths):
     killed = {}
-    for name in ("registry", "registry-auth", "pypiserver", "goiardi"):
+    for name in ("registry", "registry-auth", "pypiserver", "goiardi", "etcd"):
         pid = int((paths.run / f"{name}.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         killed[name] = pid
@@ -218,11 +255,12 @@ def test_up_repairs_killed_services(first_up, paths):
     while time.monotonic() < deadline and lab.status(paths).up.chef:
         time.sleep(0.2)
     broken = lab.status(paths).up
-    assert not (broken.registry or broken.registry_auth or broken.index or broken.chef), broken
+    assert not (broken.registry or broken.registry_auth or broken.index or broken.chef
+                or broken.etcd), broken
     assert broken.engine and broken.nodes
     old_key = chefserver.client_key_path(paths).read_bytes()
 
-    status = timed("up, repairing 4 killed daemons", lambda: lab.up(nodes=3, paths=paths))
+    status = timed("up, repairing 5 killed daemons", lambda: lab.up(nodes=3, paths=paths))
     assert status.ok, status.up
     for name, pid in killed.items():
         assert int((paths.run / f"{name}.pid").read_text()) != pid

@@ -97,8 +97,8 @@ def test_bad_batches_are_rejected(batch):
 def test_an_environment_needs_a_source_of_nodes():
     problems = _errors(_with(environments={"stage": {}}))
     assert problems == ["environments.stage: needs a source of nodes: `nodes = [...]`, "
-                        "`chef = { url = ..., client = ..., key = ... }` or "
-                        "`swarm = { manager = ... }`"]
+                        "`chef = { url = ..., client = ..., key = ... }`, "
+                        "`etcd = { url = ... }` or `swarm = { manager = ... }`"]
 
 
 def test_a_swarm_environment_names_its_manager_and_nothing_else():
@@ -412,6 +412,7 @@ def test_every_key_the_example_shows_commented_out_is_valid_too(tmp_path, monkey
     cfg = load(path)
     assert cfg.environments["stage"].tls.enabled and cfg.environments["stage"].allow_plain_tcp
     assert cfg.environments["prod"].chef is not None and cfg.environments["stage"].balancer
+    assert cfg.environments["edge"].etcd is not None
 
 
 def test_problems_of_nodes_keep_their_index_in_the_file():

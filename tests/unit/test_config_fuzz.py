@@ -91,6 +91,8 @@ def _base(tmp: Path) -> dict[str, Any]:
                               "attributes": {"address": "ipaddress", "zone": "zone"},
                               "verify": True},
                      "allow_plain_tcp": False},
+            "edge": {"etcd": {"url": "http://127.0.0.1:2379", "prefix": "/dockship/nodes/edge",
+                              "docker": "ssh://root@{address}"}},
         },
     }
 
@@ -194,6 +196,10 @@ def _assert_valid(cfg: config.Config) -> None:
         if env.chef:
             assert checks.url_problem(env.chef.url) is None
             assert checks.name_problem(env.chef.environment) is None
+        if env.etcd:
+            assert checks.etcd_url_problem(env.etcd.url) is None
+            assert checks.etcd_prefix_problem(env.etcd.prefix) is None
+            assert env.nodes is None and env.chef is None
         records += [env.rollout, env.rollout.bake] + ([env.balancer] if env.balancer else [])
     for record in records:
         for key, value in _numbers(record).items():
