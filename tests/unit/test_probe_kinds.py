@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import socket
 import ssl
@@ -10,14 +9,11 @@ import threading
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from dockship.config import HealthCheck
 from dockship.health import HealthJudge, Observation, State
 from dockship.probe import probe_check, probe_once
+from tlskit import self_signed
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -44,23 +40,6 @@ def serve(tls_dir=None):
     return server
 
 
-def self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "svc.example")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("svc.example")]), False)
-            .sign(key, hashes.SHA256()))
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return tmp_path
-
-
 @pytest.fixture
 def session():
     s = requests.Session()
@@ -84,7 +63,8 @@ def test_an_http_check_sends_the_host_header_it_is_given(session):
 
 
 def test_an_https_check_speaks_tls_and_verifies_only_when_asked(session, tmp_path):
-    server = serve(self_signed(tmp_path))
+    self_signed(tmp_path, "svc.example")
+    server = serve(tmp_path)
     port = server.server_address[1]
     try:
         check = HealthCheck(path="/any", scheme="https")
