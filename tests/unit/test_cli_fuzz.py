@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from configkit import minimal_config
 from test_config_fuzz import HOSTILE_VALUES
 
 from dockship import checks, cli
@@ -60,17 +61,8 @@ def closed_port() -> int:
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clifuzz")
     port = closed_port()
-    path = tmp / "dockship.toml"
-    path.write_text(f"""
-[index]
-url = "http://127.0.0.1:{port}/simple/"
-[registry]
-url = "127.0.0.1:{port}"
-[services.hello]
-port = 8000
-[environments.stage]
-nodes = [{{ name = "node1", docker = "unix://{tmp}/no-engine.sock" }}]
-""")
+    path = minimal_config(tmp / "dockship.toml", index_url=f"http://127.0.0.1:{port}/simple/",
+                          registry=f"127.0.0.1:{port}", docker=f"unix://{tmp}/no-engine.sock")
     return path, port, tmp
 
 

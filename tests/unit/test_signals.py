@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from configkit import minimal_config
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
@@ -56,18 +58,8 @@ def silent():
 
 
 def config_for(tmp_path: Path, registry_port: int) -> Path:
-    path = tmp_path / "dockship.toml"
-    path.write_text(f"""
-[index]
-url = "http://127.0.0.1:9/simple/"
-[registry]
-url = "127.0.0.1:{registry_port}"
-[services.hello]
-port = 8000
-[environments.stage]
-nodes = [{{ name = "node1", docker = "ssh://root@127.0.0.1:9" }}]
-""")
-    return path
+    return minimal_config(tmp_path / "dockship.toml", index_url="http://127.0.0.1:9/simple/",
+                          registry=f"127.0.0.1:{registry_port}", docker="ssh://root@127.0.0.1:9")
 
 
 @pytest.mark.parametrize(("sig", "args"), [
