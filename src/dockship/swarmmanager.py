@@ -57,20 +57,9 @@ class SwarmManager:
         nodes = self.call("list the swarm's nodes", lambda api: api.nodes())
         for raw in nodes:
             addr = ((raw.get("ManagerStatus") or {}).get("Addr") or "").rsplit(":", 1)[0]
-            url = self._url_at(addr) if addr else None
+            url = manager_url(self.url, addr) if addr else None
             if url and url not in self._known:
                 self._known.append(url)
-
-    def _url_at(self, host: str) -> str | None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("ssh", "tcp") or not parts.hostname:
-            return None
-        netloc = host if ":" not in host else f"[{host}]"
-        if parts.port:
-            netloc = f"{netloc}:{parts.port}"
-        if parts.username:
-            netloc = f"{parts.username}@{netloc}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     def call(self, what: str, fn: Callable[[docker.APIClient], T]) -> T:
         tried: set[str] = set()
@@ -125,6 +114,20 @@ class SwarmManager:
     def close(self) -> None:
         with self._lock:
             self._engine.close()
+
+
+def manager_url(configured: str, host: str) -> str | None:
+    """Another manager's endpoint: the configured one's scheme, user and port at `host`
+    (None for a unix socket, which names no host)."""
+    parts = urlsplit(configured)
+    if parts.scheme not in ("ssh", "tcp") or not parts.hostname:
+        return None
+    netloc = host if ":" not in host else f"[{host}]"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _no_leader(exc: docker.errors.APIError) -> bool:

@@ -130,3 +130,12 @@ def test_healthcheck_values_travel_as_arguments_never_as_code():
     code = test[3]
     assert "evil" not in code and "import os" not in code
     assert "http://127.0.0.1:8000/x'); import os; ('" in test
+
+
+def test_other_managers_are_dialled_like_the_configured_one():
+    from dockship.swarmmanager import manager_url
+
+    assert manager_url("ssh://root@10.0.0.1", "10.0.0.2") == "ssh://root@10.0.0.2"
+    assert manager_url("ssh://ops@m1:2222", "10.0.0.3") == "ssh://ops@10.0.0.3:2222"
+    assert manager_url("tcp://10.0.0.1:2376", "fd00::2") == "tcp://[fd00::2]:2376"
+    assert manager_url("unix:///var/run/docker.sock", "10.0.0.2") is None
