@@ -29,10 +29,9 @@ from typing import Any
 
 import docker.errors
 
-from dockship import checks
 from dockship.config import Environment, HealthCheck, Node, Service
 from dockship.credentials import Credentials
-from dockship.errors import ConfigError, DockshipError, UsageError
+from dockship.errors import DockshipError
 from dockship.health import Verdict
 from dockship.labels import ENV, SERVICE
 from dockship.nodeops import Launch
@@ -42,7 +41,7 @@ from dockship.redact import known
 from dockship.runtime import Runtime
 from dockship.swarmmanager import SwarmManager
 from dockship.swarmspec import (REVISION, Revision, SwarmNodeInfo, container_spec, cursor_label,
-                                healthcheck, node_info, previous_label, revision_labels,
+                                healthcheck, previous_label, revision_labels, usable_nodes,
                                 revision_name, running_task, service_spec, start_problem,
                                 stopped, task_state)
 from dockship.times import format_time, utc_now
@@ -89,33 +88,10 @@ class SwarmFleet:
     # -- the nodes --------------------------------------------------------------------
 
     def infos(self) -> list[SwarmNodeInfo]:
-        """The ready, active swarm nodes that run this service's role, by name; a node with a
-        bad name or zone label, or two nodes of one name, refuse the whole answer (§8)."""
+        """The ready, active swarm nodes that run this service's role (swarmspec.usable_nodes)."""
         raw = self.call("list the swarm's nodes", lambda api: api.nodes())
-        out: dict[str, SwarmNodeInfo] = {}
-        where = f"environments.{self.env.name}.swarm"
-        for entry in raw:
-            info = node_info(entry)
-            if not (info.ready and info.active and info.runs(self.service.role)):
-                continue
-            shown = checks.shown(info.name or info.id)
-            if problem := checks.name_problem(info.name):
-                raise ConfigError(f"{where}: swarm node {checks.shown(info.id)} has a bad name "
-                                  f"{problem}; set its label with `docker node update "
-                                  f"--label-add dockship.name=NAME {info.id[:12]}`")
-            if info.zone is not None and (problem := checks.name_problem(info.zone)):
-                raise ConfigError(f"{where}: swarm node {shown}: label dockship.zone {problem}")
-            if problem := checks.host_problem(info.address):
-                raise ConfigError(f"{where}: swarm node {shown}: address {problem}")
-            if info.name in out:
-                raise ConfigError(f"{where}: two swarm nodes are named {shown} ({out[info.name].id[:12]} "
-                                  f"and {info.id[:12]}); give each a dockship.name label")
-            out[info.name] = info
-        if not out:
-            role = f" with role '{self.service.role}' (label dockship.roles)" if self.service.role else ""
-            raise UsageError(f"no ready swarm nodes{role} for service '{self.service.name}' in "
-                             f"environment '{self.env.name}'")
-        return [out[k] for k in sorted(out)]
+        return usable_nodes(raw, env=self.env.name, service=self.service.name,
+                            role=self.service.role)
 
     @staticmethod
     def node_record(info: SwarmNodeInfo, manager_url: str) -> Node:

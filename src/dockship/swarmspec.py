@@ -34,7 +34,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dockship import checks
 from dockship.config import HealthCheck
+from dockship.errors import ConfigError, UsageError
 from dockship.labels import DEPLOY_ID, DEPLOYED_AT, DIGEST, ENV, ROOT, SERVICE, SETTINGS, TAG
 
 NAME_LABEL = "dockship.name"
@@ -104,6 +106,41 @@ def node_info(raw: Mapping[str, Any]) -> SwarmNodeInfo:
         roles=roles, labels=labels, ready=status.get("State") == "ready",
         active=spec.get("Availability", "active") == "active",
         manager_addr=manager.get("Addr") or None)
+
+
+def usable_nodes(raw: list[Mapping[str, Any]], *, env: str, service: str,
+                 role: str | None) -> list[SwarmNodeInfo]:
+    """The ready, active nodes that run `role`, by name. What a swarm says of its nodes is
+    checked like configuration (design §8): a bad name, zone or address label, or two nodes
+    of one name, refuse the whole answer, naming the node."""
+    out: dict[str, SwarmNodeInfo] = {}
+    where = f"environments.{env}.swarm"
+    for entry in raw:
+        info = node_info(entry)
+        if not (info.ready and info.active and info.runs(role)):
+            continue
+        shown = checks.shown(info.name or info.id)
+        if problem := checks.name_problem(info.name):
+            raise ConfigError(f"{where}: swarm node {checks.shown(info.id)} has a bad name "
+                              f"{problem}; set its label with `docker node update "
+                              f"--label-add dockship.name=NAME {info.id[:12]}`")
+        if info.zone is not None and (problem := checks.name_problem(info.zone)):
+            raise ConfigError(f"{where}: swarm node {shown}: label dockship.zone {problem}")
+        for r in info.roles:
+            if problem := checks.name_problem(r):
+                raise ConfigError(f"{where}: swarm node {shown}: label dockship.roles {problem}")
+        if problem := checks.host_problem(info.address):
+            raise ConfigError(f"{where}: swarm node {shown}: address {problem}")
+        if info.name in out:
+            raise ConfigError(f"{where}: two swarm nodes are named {shown} "
+                              f"({out[info.name].id[:12]} and {info.id[:12]}); give each a "
+                              "dockship.name label")
+        out[info.name] = info
+    if not out:
+        with_role = f" with role '{role}' (label dockship.roles)" if role else ""
+        raise UsageError(f"no ready swarm nodes{with_role} for service '{service}' in "
+                         f"environment '{env}'")
+    return [out[k] for k in sorted(out)]
 
 
 @dataclass(frozen=True)

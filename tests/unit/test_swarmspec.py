@@ -139,3 +139,46 @@ def test_other_managers_are_dialled_like_the_configured_one():
     assert manager_url("ssh://ops@m1:2222", "10.0.0.3") == "ssh://ops@10.0.0.3:2222"
     assert manager_url("tcp://10.0.0.1:2376", "fd00::2") == "tcp://[fd00::2]:2376"
     assert manager_url("unix:///var/run/docker.sock", "10.0.0.2") is None
+
+
+def _node(nid, name=None, zone=None, roles=None, state="ready", addr="10.0.0.1", hostname="h"):
+    labels = {k: v for k, v in (("dockship.name", name), ("dockship.zone", zone),
+                                ("dockship.roles", roles)) if v is not None}
+    return {"ID": nid, "Spec": {"Labels": labels, "Availability": "active"},
+            "Description": {"Hostname": hostname}, "Status": {"State": state, "Addr": addr}}
+
+
+def test_usable_nodes_are_ready_by_role_and_in_name_order():
+    from dockship.swarmspec import usable_nodes
+
+    raw = [_node("b", "web2", "b", "web"), _node("a", "web1", "a", "web,api"),
+           _node("c", "db1", roles="db"), _node("d", "web3", state="down")]
+    got = usable_nodes(raw, env="prod", service="hello", role="web")
+    assert [(n.name, n.zone) for n in got] == [("web1", "a"), ("web2", "b")]
+
+
+@pytest.mark.parametrize("bad, says", [
+    (_node("x", "-rm", hostname="h"), "bad name"),
+    (_node("x", "ok", zone="a b"), "label dockship.zone"),
+    (_node("x", "ok", roles="web,\x1b[31m"), "label dockship.roles"),
+    (_node("x", "ok", addr="attacker@127.0.0.1:47107"), "address"),
+])
+def test_a_swarm_node_with_bad_labels_refuses_the_whole_answer_naming_it(bad, says):
+    from dockship.errors import ConfigError
+    from dockship.swarmspec import usable_nodes
+
+    with pytest.raises(ConfigError) as err:
+        usable_nodes([_node("good", "web1"), bad], env="prod", service="hello", role=None)
+    assert str(err.value).startswith("environments.prod.swarm: swarm node") and says in str(err.value)
+    assert "\x1b" not in str(err.value)
+
+
+def test_two_swarm_nodes_of_one_name_or_none_at_all_are_refused():
+    from dockship.errors import ConfigError, UsageError
+    from dockship.swarmspec import usable_nodes
+
+    with pytest.raises(ConfigError, match="two swarm nodes are named 'same'"):
+        usable_nodes([_node("a", hostname="same"), _node("b", hostname="same")], env="e",
+                     service="s", role=None)
+    with pytest.raises(UsageError, match="no ready swarm nodes with role 'web'"):
+        usable_nodes([_node("a", "db1", roles="db")], env="e", service="s", role="web")
