@@ -31,6 +31,10 @@ from dockship.fleet import NodeEngine
 
 T = TypeVar("T")
 NO_LEADER_WAIT = 30.0     # seconds an election may take before a call fails
+# Calls in flight on the manager connection at once. Over SSH each is a channel, and sshd
+# refuses channels past MaxSessions (10 by default), which would cost the connection; a
+# roll of many nodes at once queues its polls here instead.
+MAX_CALLS = 6
 
 
 class SwarmManager:
@@ -44,6 +48,7 @@ class SwarmManager:
         self._engine = NodeEngine(Node(name="swarm manager", docker=self.url), env)
         self._known: list[str] = [self.url]       # manager URLs, the configured one first
         self._lock = threading.Lock()
+        self._in_flight = threading.BoundedSemaphore(MAX_CALLS)
         self.calls = 0
         self.connections = 0
         self.failovers: list[str] = []    # "manager X stopped answering; went on through Y"
@@ -69,7 +74,8 @@ class SwarmManager:
             try:
                 with self._lock:
                     self.calls += 1
-                return fn(self._client(engine).api)
+                with self._in_flight:
+                    return fn(self._client(engine).api)
             except docker.errors.APIError as exc:
                 if not _no_leader(exc):
                     raise
