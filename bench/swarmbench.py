@@ -29,6 +29,7 @@ so that the Swarm backend's service of size k (role `nk`) sees exactly the first
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import threading
 import time
@@ -62,6 +63,34 @@ class Cost:
     channels: int           # SSH channels opened (one `docker system dial-stdio` each)
     manager_calls: int      # SwarmManager.calls (Swarm backend only)
     manager_connections: int
+    peak_fds: int           # open file descriptors of this process, highest seen during the roll
+    peak_threads: int       # threads of this process, highest seen during the roll
+
+
+class Peaks:
+    """Samples this process's open file descriptors and threads every 50 ms, keeping the highest
+    (sockets, SSH relays and node threads are what a large fleet runs out of first)."""
+
+    def __init__(self):
+        self.fds = self.threads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-peaks")
+
+    def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                self.fds = max(self.fds, len(os.listdir("/proc/self/fd")))
+            self.threads = max(self.threads, threading.active_count() - 1)   # not this sampler
+            if self._stop.wait(0.05):
+                return
+
+    def __enter__(self) -> "Peaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @contextlib.contextmanager
@@ -115,7 +144,7 @@ def roll_in_process(r: ModuleType, cfg: Path, env: str, service: str, *, tag: st
     from dockship.roll import RollOptions, roll
 
     config = config_mod.load(cfg)
-    with counting() as counts:
+    with counting() as counts, Peaks() as peaks:
         cpu0, t0 = time.process_time(), time.monotonic()
         outcomes = roll(config, env, service=service, opts=RollOptions(tag=tag), rollback=tag is None)
         wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
@@ -128,7 +157,8 @@ def roll_in_process(r: ModuleType, cfg: Path, env: str, service: str, *, tag: st
     managers = counts["managers"]
     return Cost(wall=wall, cpu=cpu, api=counts["api"], ssh=counts["ssh"], channels=counts["channels"],
                 manager_calls=sum(m.calls for m in managers),
-                manager_connections=sum(m.connections for m in managers))
+                manager_connections=sum(m.connections for m in managers),
+                peak_fds=peaks.fds, peak_threads=peaks.threads)
 
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -312,7 +342,10 @@ class SwarmFigures:
                    ("API calls", "engine API requests sent (HTTP requests of docker-py)",
                     lambda c: c.api, 0),
                    ("CPU s", "CPU seconds of the dockship process (user + system, all threads)",
-                    lambda c: c.cpu, 2))
+                    lambda c: c.cpu, 2),
+                   ("peak fds", "open file descriptors of the process at its peak (sockets, relays)",
+                    lambda c: c.peak_fds, 0),
+                   ("peak threads", "threads of the process at its peak", lambda c: c.peak_threads, 0))
 
         def cells(who: str, get, digits: int) -> str:
             out = []
