@@ -28,8 +28,10 @@ so that the Swarm backend's service of size k (role `nk`) sees exactly the first
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import re
 import statistics
 import threading
 import time
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 GOAL = 1.10
 WINDOW = 1                # seconds: dockship min_healthy = Swarm --update-monitor (8a)
@@ -65,6 +68,7 @@ class Cost:
     manager_connections: int
     peak_fds: int           # open file descriptors of this process, highest seen during the roll
     peak_threads: int       # threads of this process, highest seen during the roll
+    endpoints: tuple[tuple[str, int], ...] = ()     # API requests by endpoint, most first
 
 
 class Peaks:
@@ -101,7 +105,8 @@ def counting() -> Iterator[dict[str, Any]]:
 
     from dockship import swarmmanager
 
-    counts: dict[str, Any] = {"api": 0, "ssh": 0, "channels": 0, "managers": []}
+    counts: dict[str, Any] = {"api": 0, "ssh": 0, "channels": 0, "managers": [],
+                              "endpoints": collections.Counter()}
     lock = threading.Lock()
     adapter, transport, manager = (requests.adapters.HTTPAdapter, paramiko.Transport,
                                    swarmmanager.SwarmManager)
@@ -115,6 +120,8 @@ def counting() -> Iterator[dict[str, Any]]:
     def counted_send(self, request, *args, **kwargs):
         if str(request.url).startswith("http+docker://"):    # docker-py; not the registry, not probes
             bump("api")
+            with lock:
+                counts["endpoints"][endpoint(request.method, request.url)] += 1
         return send(self, request, *args, **kwargs)
 
     def counted_start(self, *args, **kwargs):
@@ -138,6 +145,19 @@ def counting() -> Iterator[dict[str, Any]]:
         adapter.send, transport.start_client, transport.open_channel, manager.__init__ = saved
 
 
+def endpoint(method: str, url: str) -> str:
+    """`GET /tasks`, `POST /nodes/{id}/update`: an engine request without its ids and query."""
+    path = urlsplit(url).path
+    path = re.sub(r"^/v[0-9.]+", "", path)
+    path = "/".join(p if p in KNOWN_PATH_WORDS else "{id}" for p in path.split("/"))
+    return f"{method} {path}"
+
+
+KNOWN_PATH_WORDS = {"", "containers", "images", "nodes", "services", "tasks", "configs", "create",
+                    "json", "start", "stop", "update", "wait", "logs", "archive", "version", "info",
+                    "swarm", "distribution", "events", "_ping", "exec", "prune", "kill", "rename"}
+
+
 def roll_in_process(r: ModuleType, cfg: Path, env: str, service: str, *, tag: str | None) -> Cost:
     """`dockship roll` (or, with no tag, `rollback`) as a library call in this process, counted."""
     from dockship import config as config_mod
@@ -158,7 +178,8 @@ def roll_in_process(r: ModuleType, cfg: Path, env: str, service: str, *, tag: st
     return Cost(wall=wall, cpu=cpu, api=counts["api"], ssh=counts["ssh"], channels=counts["channels"],
                 manager_calls=sum(m.calls for m in managers),
                 manager_connections=sum(m.connections for m in managers),
-                peak_fds=peaks.fds, peak_threads=peaks.threads)
+                peak_fds=peaks.fds, peak_threads=peaks.threads,
+                endpoints=tuple(counts["endpoints"].most_common()))
 
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -387,6 +408,16 @@ class SwarmFigures:
             f"{statistics.median([c.manager_connections for c in costs['swarm'][k]] or [0]):.0f} connections"
             for k in SIZES)
         b.report.detail("fig 8b side figures: " + "; ".join(extra) + f"; SwarmManager's own counts {swarm_calls}")
+        top = max(SIZES)
+        for who in ("ssh", "swarm"):
+            runs = costs[who][top]
+            if runs:
+                total: collections.Counter = collections.Counter()
+                for c in runs:
+                    total.update(dict(c.endpoints))
+                b.report.detail(f"fig 8b {who} API requests by endpoint, per node at {top} nodes (mean of "
+                                f"{len(runs)} runs): " + ", ".join(
+                                    f"{name} {n / len(runs) / top:.1f}" for name, n in total.most_common()))
 
 
 def figure_8(bench, run_module: ModuleType, parts: set[str] = frozenset("ab")) -> None:
