@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """dockship's benchmark (issue 4): ratios measured side by side, in one run, on the lab.
 
-    .venv/bin/python bench/run.py [--runs 5] [--only 1,2,3,4,5,6,7] [--no-write]
+    .venv/bin/python bench/run.py [--runs 5] [--only 1,2,3,4,5,6,7,8] [--no-write]
 
 Prints one table (every figure as median and min–max over --runs runs) and
 writes it to bench/RESULTS.md with the date and the machine. What each
@@ -11,10 +11,10 @@ Where it runs:
 - figures 1, 3, 4 and 5 on the shared lab (`dockship lab up`: its 3 nodes,
   registry, index), with this benchmark's own services (names `bench*`,
   ports 18600+), whose containers it removes at the end;
-- figures 2 and 6 on up to 9 extra nodes of a separate lab on 10.77.8.0/24
+- figures 2, 6 and 8 on up to 9 extra nodes of a separate lab on 10.77.8.0/24
   (state under /var/lib/dockship-bench and /run/dsb), which pull from the
   shared lab's registry and are removed at the end, together with the
-  Docker Swarm made of three of them for figure 2.
+  Docker Swarms made of them for figures 2 and 8 (bench/swarmbench.py).
 Traffic goes only to loopback and to the lab and bench subnets.
 
 Exit codes: 0 every figure measured; 1 a figure failed (its row says why);
@@ -63,10 +63,15 @@ SVC_LB = "benchlb"           # fig 5: behind the balancer, port 18602
 SVC_DS = "benchds"           # fig 2: dockship on the swarm's engines, port 18611
 SVC_SW = "benchsw"           # fig 2: the Swarm service, port 18610
 SVC_SCALE = "benchsc"        # fig 6: 3/6/9 nodes, port 18620
+ENV_SWARM = "benchswarm"     # fig 8: the Swarm backend's environment (the bench swarm)
+SVC_SW8 = "benchsw8"         # fig 8a: the plain Swarm service, port 18630
+SVC_DS8 = "benchds8"         # fig 8a: dockship on the swarm (its revisions), port 18631
+SVC_SSH8 = "benchssh8"       # fig 8b: the SSH backend, port 18632
+SVC_SWB8 = "benchswb8"       # fig 8b: the Swarm backend, port 18633
 PORTS = {SVC_ROLL: 18600, SVC_PLAIN: 18601, SVC_LB: 18602, SVC_SW: 18610, SVC_DS: 18611,
-         SVC_SCALE: 18620}
+         SVC_SCALE: 18620, SVC_SW8: 18630, SVC_DS8: 18631, SVC_SSH8: 18632, SVC_SWB8: 18633}
 MAIN_SERVICES = (SVC_ROLL, SVC_PLAIN, SVC_LB)
-BENCH_SERVICES = (SVC_DS, SVC_SCALE, SVC_SW)
+BENCH_SERVICES = (SVC_DS, SVC_SCALE, SVC_SW, SVC_SW8, SVC_DS8, SVC_SSH8, SVC_SWB8)
 PLAIN_LABEL = "io.dockship.bench.plain"
 LB_NAME = "benchlb"          # fig 5: the benchmark's own HAProxy (the lab's `hello` one is not used)
 LB_PORT = 18650
@@ -296,14 +301,19 @@ def remove_plain_leftovers(nodes: list[Node], keep: dict[str, str]) -> None:
 
 def config_data(lab: Lab, *, env: str, service: str, package: str, image: str,
                 nodes: list[Node], ssh_key: str, known_hosts: str, health: dict,
-                rollout: dict, hooks: dict | None = None, balancer: dict | None = None) -> dict:
+                rollout: dict, hooks: dict | None = None, balancer: dict | None = None,
+                swarm_manager: str | None = None, role: str = "web") -> dict:
+    """With `swarm_manager` the environment is a swarm (its nodes are the swarm's own)."""
     port = PORTS[service]
     environment: dict[str, Any] = {
-        "nodes": [{"name": n.name, "docker": n.docker, "address": n.address, "zone": n.zone,
-                   "roles": ["web"]} for n in nodes],
         "ssh": {"user": "root", "key": ssh_key, "known_hosts": known_hosts},
         "rollout": rollout,
     }
+    if swarm_manager:
+        environment["swarm"] = {"manager": swarm_manager}
+    else:
+        environment["nodes"] = [{"name": n.name, "docker": n.docker, "address": n.address,
+                                 "zone": n.zone, "roles": ["web"]} for n in nodes]
     if hooks:
         environment["hooks"] = hooks
     if balancer:
@@ -316,7 +326,7 @@ def config_data(lab: Lab, *, env: str, service: str, package: str, image: str,
             "package": package,
             "image": image,
             "port": port,
-            "role": "web",
+            "role": role,
             "command": ["hello-svc"],
             "env": {"PORT": str(port)},
             "stop_timeout": 10,
@@ -483,7 +493,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.runs = args.runs
-        self.only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7"}
+        self.only = set(args.only.split(",")) if args.only else {"1", "2", "3", "4", "5", "6", "7", "8"}
         self.run_id = uuid.uuid4().hex[:6]
         self.package = f"bench-svc-{self.run_id}"
         self.image = f"bench/{self.package}"
@@ -495,6 +505,7 @@ class Bench:
         self.bench_nodes: list[Node] = []
         self.bench_paths = None
         self.swarm_made = False
+        self.swarm_nodes: list[Node] = []     # the bench nodes in the swarm, its first manager first
         self.lb_made = False
         self.digests: dict[str, str] = {}      # version -> digest
         self.plain_current: dict[str, str] = {}
@@ -504,6 +515,10 @@ class Bench:
 
     def ref(self, version: str) -> str:
         return f"{self.lab.registry}/{self.image}@{self.digests[version]}"
+
+    def uses_lab_nodes(self) -> bool:
+        """Figures 1, 3, 5 and 7 run on the shared lab's nodes; 2, 4, 6 and 8 never touch them."""
+        return bool({"1", "3", "5", "7"} & self.only)
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -541,8 +556,9 @@ class Bench:
 
         st = lab_mod.status()
         up = st.up
-        missing = [name for name in ("engine", "network", "registry", "index", "base_image", "nodes")
-                   if not getattr(up, name)]
+        needed = ("engine", "network", "registry", "index", "base_image") + (
+            ("nodes",) if self.uses_lab_nodes() else ())
+        missing = [name for name in needed if not getattr(up, name)]
         if missing or len(st.nodes) < 3:
             sys.stderr.write(f"bench: the lab is not up ({', '.join(missing) or 'fewer than 3 nodes'} "
                              "down); bring it up with `make lab` (or `dockship lab up`) and retry. "
@@ -812,9 +828,11 @@ class Bench:
         for d in (BENCH_ROOT, BENCH_RUN):
             shutil.rmtree(d, ignore_errors=True)
 
-    def bench_config(self, name: str, service: str, nodes: list[Node], health: dict, rollout: dict) -> Path:
-        return self.config(name, env=ENV_BENCH, service=service, nodes=nodes, ssh_key=self.bench_key,
-                           known_hosts=self.bench_known, health=health, rollout=rollout)
+    def bench_config(self, name: str, service: str, nodes: list[Node], health: dict, rollout: dict,
+                     **kw: Any) -> Path:
+        return self.config(name, env=kw.pop("env", ENV_BENCH), service=service, nodes=nodes,
+                           ssh_key=self.bench_key, known_hosts=self.bench_known, health=health,
+                           rollout=rollout, **kw)
 
     # -- figure 6: 3, 6, 9 nodes ------------------------------------------------------------------------
 
@@ -871,17 +889,28 @@ class Bench:
                       what=f"docker {' '.join(args[:2])} on bench {node.name}")
         return proc.stdout.strip()
 
-    def swarm_up(self, nodes: list[Node]) -> None:
+    def swarm_up(self, nodes: list[Node], managers: int = 1) -> None:
+        """`swarm init` on the first node; the next `managers` − 1 join as managers, the rest as
+        workers (swarm_join)."""
         manager = nodes[0]
-        log(f"fig 2: swarm init on bench {manager.name}, {len(nodes) - 1} workers join over the bridge")
+        log(f"swarm init on bench {manager.name}; {len(nodes) - 1} more nodes join over the bridge "
+            f"({managers - 1} of them as managers)")
         for n in nodes:   # a swarm left over by an interrupted run
             with contextlib.suppress(BenchError):
                 self.docker_cli(n, "swarm", "leave", "--force")
         self.swarm_made = True
+        self.swarm_nodes = [manager]
         self.docker_cli(manager, "swarm", "init", "--advertise-addr", manager.address,
                         "--listen-addr", f"{manager.address}:2377")
-        token = self.docker_cli(manager, "swarm", "join-token", "-q", "worker")
-        for n in nodes[1:]:
+        self.swarm_join(nodes[1:managers], role="manager")
+        self.swarm_join(nodes[managers:])
+
+    def swarm_join(self, nodes: list[Node], role: str = "worker") -> None:
+        """Join more bench nodes to the swarm of swarm_up; wait until every node is ready."""
+        manager = self.swarm_nodes[0]
+        token = self.docker_cli(manager, "swarm", "join-token", "-q", role)
+        for n in nodes:
+            self.swarm_nodes.append(n)
             try:
                 self.docker_cli(n, "swarm", "join", "--token", token, "--advertise-addr", n.address,
                                 "--listen-addr", f"{n.address}:2377", f"{manager.address}:2377",
@@ -890,40 +919,48 @@ class Bench:
                 raise BenchError(f"bench {n.name} cannot join the swarm on {manager.address}:2377 "
                                  f"(node-to-node traffic on the lab bridge; design §5 needs the "
                                  f"DOCKER-USER accept rule): {exc}") from None
-        ready = self.docker_cli(manager, "node", "ls", "--format", "{{.Status}}").split()
-        if ready.count("Ready") != len(nodes):
-            raise BenchError(f"swarm has {ready.count('Ready')} ready nodes of {len(nodes)}")
+        deadline = time.monotonic() + 60
+        while True:
+            ready = self.docker_cli(manager, "node", "ls", "--format", "{{.Status}}").split()
+            if ready.count("Ready") == len(self.swarm_nodes):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"swarm has {ready.count('Ready')} ready nodes of {len(self.swarm_nodes)}")
+            time.sleep(0.5)
 
     def swarm_down(self) -> None:
-        log("fig 2: tearing the swarm down")
-        nodes = self.bench_nodes[:3]
+        """Every bench node leaves the swarm (its services, configs and tasks go with it)."""
+        log("tearing the bench swarm down")
+        nodes = self.swarm_nodes or self.bench_nodes[:3]
         with contextlib.suppress(BenchError):
             self.docker_cli(nodes[0], "service", "rm", SVC_SW)
         for n in reversed(nodes):
             with contextlib.suppress(BenchError):
                 self.docker_cli(n, "swarm", "leave", "--force")
         self.swarm_made = False
+        self.swarm_nodes = []
 
-    def swarm_status(self, manager: Node) -> dict:
+    def swarm_status(self, manager: Node, service: str = SVC_SW) -> dict:
         import docker.errors
         with contextlib.closing(engine(manager.socket)) as c:
             try:
-                return c.api.inspect_service(SVC_SW).get("UpdateStatus") or {}
+                return c.api.inspect_service(service).get("UpdateStatus") or {}
             except docker.errors.NotFound:
-                raise BenchError(f"swarm service {SVC_SW} vanished") from None
+                raise BenchError(f"swarm service {service} vanished") from None
 
-    def swarm_update(self, manager: Node, nodes: list[Node], *args: str, version: str) -> tuple[float, float]:
+    def swarm_update(self, manager: Node, nodes: list[Node], *args: str, version: str,
+                     service: str = SVC_SW) -> tuple[float, float]:
         """`docker service update --detach ARGS` then poll until the update completed.
 
         Returns the wall time (command issued → UpdateStatus completed, polled every 0.1 s)
         and Swarm's own CompletedAt − StartedAt.
         """
-        before = self.swarm_status(manager).get("StartedAt")
+        before = self.swarm_status(manager, service).get("StartedAt")
         t0 = time.monotonic()
-        self.docker_cli(manager, "service", "update", "--detach", "--no-resolve-image", *args, SVC_SW)
+        self.docker_cli(manager, "service", "update", "--detach", "--no-resolve-image", *args, service)
         deadline = t0 + 180
         while True:
-            st = self.swarm_status(manager)
+            st = self.swarm_status(manager, service)
             if st.get("StartedAt") != before and st.get("State") == "completed":
                 break
             if st.get("StartedAt") != before and st.get("State") in ("paused", "rollback_completed",
@@ -935,7 +972,7 @@ class Bench:
         wall = time.monotonic() - t0
         own = _iso_delta(st.get("StartedAt"), st.get("CompletedAt"))
         for n in nodes:
-            wait_http(f"http://{n.address}:{PORTS[SVC_SW]}/", timeout=20, want_version=version)
+            wait_http(f"http://{n.address}:{PORTS[service]}/", timeout=20, want_version=version)
         return wall, own
 
     def fig_2(self, a: str, b: str) -> None:
@@ -1029,18 +1066,19 @@ class Bench:
         a, b = "1.0.0", "1.1.0"
         ds_builds = [f"2.0.{i}" for i in range(self.runs)]
         raw_builds = [f"3.0.{i}" for i in range(self.runs)]
-        need_bench = bool({"2", "6"} & self.only)
+        need_bench = bool({"2", "6", "8", "8a", "8b"} & self.only)
         try:
             log(f"run {self.run_id}: package {self.package}, {self.runs} runs per figure, "
                 f"figures {','.join(sorted(self.only))}")
-            self.cleanup_main()
+            if self.uses_lab_nodes():
+                self.cleanup_main()
             self.publish([a, b] + (ds_builds + raw_builds if "4" in self.only else []))
             log("building the old and new versions with dockship (also warms the build cache)")
             self.build(a)
             self.build(b)
             self.cli_start()
             if need_bench:
-                self.guard("2/6", lambda: self.bench_up(BENCH_NODES, a))
+                self.guard("2/6/8", lambda: self.bench_up(BENCH_NODES, a))
             if {"1", "3"} & self.only:
                 self.guard("1/3", lambda: self.fig_1_3(a, b))
             if "4" in self.only:
@@ -1055,6 +1093,10 @@ class Bench:
                     self.guard("6", lambda: self.fig_6(a, b))
                 if "2" in self.only:
                     self.guard("2", lambda: self.fig_2(a, b))
+                parts = {p for p in "ab" if {"8", f"8{p}"} & self.only}
+                if parts:
+                    from swarmbench import figure_8
+                    self.guard("8", lambda: figure_8(self, sys.modules[__name__], parts))
         finally:
             self.teardown()
         self.print_and_write()
@@ -1085,7 +1127,7 @@ class Bench:
         steps = [("bench nodes", self.bench_down)]
         if self.lb_made:
             steps.append(("balancer", self.lb_down))
-        if self.lab is not None:
+        if self.lab is not None and self.uses_lab_nodes():
             steps.append(("shared lab nodes", self.cleanup_main))
             steps.append(("build engine images", self.cleanup_build_engine))
         for what, fn in steps:
@@ -1202,7 +1244,7 @@ def main(argv: list[str] | None = None) -> int:
         return plain_main(argv[1])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
-    p.add_argument("--only", help="comma-separated figures to measure, e.g. 1,3 (default: all)")
+    p.add_argument("--only", help="comma-separated figures to measure, e.g. 1,3 or 8b (default: all)")
     p.add_argument("--budget", type=float, default=780,
                    help="seconds after which figures stop adding runs, so that the whole run stays "
                         "under ~15 minutes (default 780)")
