@@ -47,3 +47,7 @@ rollback:
 	elif command -v dockship >/dev/null; then run=dockship; \
 	else echo "make rollback: no .venv and no dockship on PATH; pip install dockship (or make deps)" >&2; exit 2; fi; \
 	$$run roll --env "$$ENV" --tag "$$TAG" $${SERVICE:+--service "$$SERVICE"}
+
+# Figures measured side by side on the lab (bench/README.md); not part of `make test`.
+bench: lab
+	$(PY) bench/run.py --runs $(RUNS)
